@@ -1,0 +1,1 @@
+"""Evaluation: MultiJail safety, general ability through lm-eval, shared result files."""
