@@ -3,10 +3,10 @@
 The public API is three functions, one per pipeline stage:
 
     stats = safeswap.analyze(base, safety, language, out="stats/")
-    plan = safeswap.plan(base, safety, language, granularity="module")
-    safeswap.merge(plan=plan, out="merged/")
+    plan = safeswap.plan(base, safety, language, granularity="module", out="plan.yaml")
+    safeswap.merge(plan="plan.yaml", out="merged/")
 
-Imports are lazy so that `import safeswap` stays cheap (no torch import).
+They are imported on first use so that `import safeswap` stays cheap (no torch).
 """
 
 __version__ = "0.1.0"
@@ -14,9 +14,23 @@ __version__ = "0.1.0"
 __all__ = ["analyze", "plan", "merge", "__version__"]
 
 
-def __getattr__(name):
-    if name in ("analyze", "plan", "merge"):
-        from safeswap import api
+def analyze(*args, **kwargs):
+    from safeswap.api import analyze as _analyze
 
-        return getattr(api, name)
-    raise AttributeError(f"module 'safeswap' has no attribute {name!r}")
+    return _analyze(*args, **kwargs)
+
+
+def plan(*args, **kwargs):
+    from safeswap.api import plan as _plan
+
+    return _plan(*args, **kwargs)
+
+
+def merge(*args, **kwargs):
+    from safeswap.api import merge as _merge
+
+    return _merge(*args, **kwargs)
+
+
+for _f in (analyze, plan, merge):
+    _f.__doc__ = f"See safeswap.api.{_f.__name__}."

@@ -1,0 +1,205 @@
+"""The Python API: analyze -> plan -> merge. The CLI only wraps these three functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safeswap import __version__
+from safeswap.checkpoint import DTYPES, FLOAT_DTYPES
+from safeswap.errors import SafeswapError
+from safeswap.figures import decisions_figure, specialization_figure
+from safeswap.inputs import Inputs, fingerprint, open_inputs
+from safeswap.engine import dtype_name, execute, output_dtype
+from safeswap.methods import get_method
+from safeswap.operations import Take
+from safeswap.merge_plan import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan
+from safeswap.progress import console, task
+from safeswap.specialization import measure
+from safeswap.statistics import Statistics, load_statistics, save_statistics
+from safeswap.writer import atomic_output, check_destination, parse_size
+
+# Files a merged folder needs besides the weights. Nothing else is copied:
+# no remote code, no pickles, no READMEs of the inputs.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)
+
+
+def _refs(base, safety, language) -> dict[str, Any]:
+    return {"base": base, "safety": safety, "language": language}
+
+
+def _model_records(inputs: Inputs) -> dict[str, dict[str, str]]:
+    return {role: {"path": inputs.refs[role], "fingerprint": fingerprint(m)} for role, m in inputs.models.items()}
+
+
+def _measure(inputs: Inputs, show_progress: bool) -> Statistics:
+    n = sum(1 for r in inputs.roles.values() if r.scored)
+    with task("analysing", n, show_progress, unit="tensors") as advance:
+        tensors = measure(inputs, on_tensor=lambda name: advance(1))
+    return Statistics(_model_records(inputs), inputs.receiver.architecture, inputs.num_layers, tensors)
+
+
+def analyze(
+    base, safety, language, out: str | os.PathLike | None = None, *, granularity: str = "module",
+    tau: float = 0.001, revision: str | None = None, show_progress: bool = False,
+) -> Statistics:
+    """Measure how much each expert changed each tensor and unit; optionally write the statistics folder."""
+    params = get_method("adaptive").validate_parameters({"granularity": granularity, "tau": tau})
+    inputs = open_inputs(_refs(base, safety, language), revision)
+    try:
+        stats = _measure(inputs, show_progress)
+    finally:
+        inputs.close()
+    if out is not None:
+        units = get_method("adaptive").build_units(None, stats.tensors, params)
+        save_statistics(stats, out, units, params)
+        specialization_figure(units, params["tau"], Path(out) / "specialization.png")
+    return stats
+
+
+def _method_parameters(method: str, parameters: dict[str, Any] | None, **named) -> dict[str, Any]:
+    given = {k: v for k, v in named.items() if v is not None}
+    return get_method(method).validate_parameters({**given, **(parameters or {})})
+
+
+def _build_plan(method_name: str, params: dict, stats: Statistics | None, inputs: Inputs | None,
+                outside_layers: str, tokenizer_from: str) -> MergePlan:
+    if outside_layers not in OUTSIDE_CHOICES:
+        raise SafeswapError(f"--outside-layers must be one of {', '.join(OUTSIDE_CHOICES)}, got {outside_layers!r}")
+    if tokenizer_from not in TOKENIZER_CHOICES:
+        raise SafeswapError(f"--tokenizer-from must be one of {', '.join(TOKENIZER_CHOICES)}, got {tokenizer_from!r}")
+    method = get_method(method_name)
+    models = stats.models if stats else _model_records(inputs)
+    architecture = stats.architecture if stats else inputs.receiver.architecture
+    num_layers = stats.num_layers if stats else inputs.num_layers
+    units = method.build_units(inputs, stats.tensors if stats else None, params)
+    return MergePlan(method_name, params, models, architecture, num_layers, outside_layers, tokenizer_from, units)
+
+
+def plan(
+    base=None, safety=None, language=None, *, statistics: str | os.PathLike | None = None,
+    method: str = "adaptive", out: str | os.PathLike | None = None, granularity: str | None = None,
+    tau: float | None = None, alpha: float | None = None, parameters: dict[str, Any] | None = None,
+    outside_layers: str = "blend", tokenizer_from: str = "language", revision: str | None = None,
+    show_progress: bool = False,
+) -> MergePlan:
+    """Decide every unit; from the models (analysing them) or from a statistics file."""
+    params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
+    stats = None
+    if statistics is not None:
+        stats = load_statistics(statistics)
+        inputs = None
+    else:
+        inputs = open_inputs(_refs(base, safety, language), revision)
+    try:
+        if stats is None and get_method(method).uses_statistics:
+            stats = _measure(inputs, show_progress)
+        result = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
+    finally:
+        if inputs is not None:
+            inputs.close()
+    if out is not None:
+        result.save(out)
+    return result
+
+
+def _operations(plan_: MergePlan, inputs: Inputs) -> dict:
+    method = get_method(plan_.method)
+    ops = {}
+    for name in inputs.tensor_names():
+        op = method.operation(plan_, name, inputs.roles[name])
+        if not isinstance(op, Take) and inputs.receiver.tensors[name].dtype not in FLOAT_DTYPES:
+            op = Take("language")  # integer buffers are copied, never averaged
+        ops[name] = op
+    return ops
+
+
+def _copy_side_files(inputs: Inputs, plan_: MergePlan, folder: Path, out_dtype: str | None) -> None:
+    config = dict(inputs.receiver.config)
+    config.pop("auto_map", None)  # remote code is never carried over
+    if out_dtype:
+        torch_name = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[out_dtype]
+        for key in ("dtype", "torch_dtype"):
+            if key in config or key == "dtype":
+                config[key] = torch_name
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = inputs.receiver.folder / "generation_config.json"
+    if gen.is_file():
+        shutil.copyfile(gen, folder / "generation_config.json")
+    source = inputs.models[plan_.tokenizer_from].folder
+    for name in TOKENIZER_FILES:
+        path = source / name
+        if path.is_file():
+            if name == "tokenizer_config.json":
+                data = json.loads(path.read_text(encoding="utf-8"))
+                data.pop("auto_map", None)
+                (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            else:
+                shutil.copyfile(path, folder / name)
+
+
+def _write_figures(plan_: MergePlan, folder: Path) -> None:
+    if not plan_.units:
+        return
+    tau = plan_.parameters.get("tau", 0.0)
+    if all("d" in u for u in plan_.units):
+        specialization_figure(plan_.units, tau, folder / "specialization.png")
+    decisions_figure(plan_.units, plan_.num_layers, folder / "decisions.png")
+
+
+def merge(
+    base=None, safety=None, language=None, *, out: str | os.PathLike, plan: MergePlan | str | os.PathLike | None = None,
+    method: str = "adaptive", granularity: str | None = None, tau: float | None = None, alpha: float | None = None,
+    parameters: dict[str, Any] | None = None, outside_layers: str = "blend", tokenizer_from: str = "language",
+    dtype: str | None = None, shard_size: str | int = "5GB", force: bool = False, dry_run: bool = False,
+    revision: str | None = None, show_progress: bool = False,
+) -> Path | MergePlan:
+    """Analyse, plan and merge in one step, or replay a plan (given as object or file).
+
+    Returns the output folder, or the plan when dry_run (nothing is written).
+    """
+    out = Path(out)
+    shard_bytes = parse_size(shard_size)
+    out_dtype = dtype_name(dtype)
+    if plan is not None:
+        plan_ = plan if isinstance(plan, MergePlan) else load_plan(plan)
+        refs = {r: (given or plan_.models.get(r, {}).get("path")) for r, given in _refs(base, safety, language).items()}
+        inputs = open_inputs(refs, revision)
+    else:
+        params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
+        inputs = open_inputs(_refs(base, safety, language), revision)
+    try:
+        if not dry_run:
+            check_destination(out, force, [m.folder for m in inputs.models.values()])
+        if plan is not None:
+            check_fingerprints(plan_, {r: fingerprint(m) for r, m in inputs.models.items()})
+        else:
+            stats = _measure(inputs, show_progress) if get_method(method).uses_statistics else None
+            plan_ = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
+        ops = _operations(plan_, inputs)
+        if dry_run:
+            return plan_
+        total = sum(
+            inputs.receiver.tensors[n].numel * DTYPES[output_dtype(inputs.receiver.tensors[n].dtype, out_dtype)][1]
+            for n in ops
+        )
+        with atomic_output(out, force) as tmp:
+            with task("merging", total, show_progress, unit="bytes") as advance:
+                execute(inputs, ops, tmp, shard_bytes, out_dtype, on_bytes=advance)
+            _copy_side_files(inputs, plan_, tmp, out_dtype)
+            plan_.save(tmp / PLAN_FILENAME)
+            _write_figures(plan_, tmp)
+    finally:
+        inputs.close()
+    if show_progress:
+        console.print(f"[green]merged model written to[/green] {out}")
+    return out
+
+
+__all__ = ["analyze", "plan", "merge", "__version__"]

@@ -1,0 +1,119 @@
+"""The merge engine: executes a plan tensor by tensor with bounded memory.
+
+Work is cut into chunks of rows. Two worker threads read and compute chunks
+ahead (reads and torch kernels release the GIL) while the main thread appends
+finished chunks, in order, to the pre-planned shards. At most WINDOW chunks are
+in flight, so memory is a few chunks whatever the model size.
+
+- Take: the source's stored bytes are copied unchanged (no decode/re-encode).
+- Linear and other elementwise operations: inputs decoded to float32 chunk by
+  chunk, combined, rounded once to the output dtype.
+- Whole-tensor operations (e.g. TIES's magnitude threshold) get the full tensor.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import torch
+
+from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, row_chunks
+from safeswap.errors import SafeswapError
+from safeswap.inputs import Inputs
+from safeswap.operations import Take
+from safeswap.writer import OutputTensor, ShardedWriter
+
+CHUNK_BYTES = 32 << 20
+WINDOW = 4
+
+
+def output_dtype(source_dtype: str, override: str | None) -> str:
+    """The stored dtype of an output tensor: the source's unless --dtype asks otherwise (floats only)."""
+    if override is None or source_dtype not in FLOAT_DTYPES:
+        return source_dtype
+    return override
+
+
+def dtype_name(dtype: str | torch.dtype | None) -> str | None:
+    """Accept 'bfloat16', 'bf16', 'BF16', torch.bfloat16 ... -> safetensors name."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        return TORCH_TO_SAFETENSORS[dtype]
+    aliases = {"bfloat16": "BF16", "bf16": "BF16", "float16": "F16", "fp16": "F16", "half": "F16",
+               "float32": "F32", "fp32": "F32", "float": "F32"}
+    key = str(dtype).strip()
+    name = aliases.get(key.lower(), key.upper())
+    if name not in FLOAT_DTYPES:
+        raise SafeswapError(f"unsupported --dtype {dtype!r}; choose bfloat16, float16 or float32")
+    return name
+
+
+def _work_items(inputs: Inputs, names: list[str], ops: dict) -> list[tuple[str, int, int | None]]:
+    items = []
+    for name in names:
+        op = ops[name]
+        info = inputs.receiver.tensors[name]
+        if isinstance(op, Take) or getattr(op, "elementwise", False):
+            items.extend((name, first, rows) for first, rows in row_chunks(info, CHUNK_BYTES))
+        else:
+            items.append((name, 0, None))
+    return items
+
+
+def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str) -> torch.Tensor:
+    """The output bytes of one chunk as a flat uint8 tensor."""
+    if isinstance(op, Take):
+        model = inputs.models[op.role]
+        if model.tensors[name].dtype == out_dtype:
+            return model.read_raw(name, first, rows)
+        values = model.read(name, first, rows)
+    else:
+        tensors = {r: inputs.models[r].read(name, first, rows).float() for r in op.roles}
+        values = op.compute(tensors, name)
+    values = values.to(DTYPES[out_dtype][0]).contiguous()
+    return values.reshape(-1).view(torch.uint8)
+
+
+def execute(
+    inputs: Inputs,
+    ops: dict,
+    folder,
+    shard_size: int,
+    dtype: str | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[list[OutputTensor], dict[str, str]]:
+    """Write every tensor of the receiver, per its operation, as shards in folder.
+
+    Returns the output tensors and {shard filename: sha256}.
+    """
+    names = inputs.tensor_names()
+    outputs = []
+    for name in names:
+        info = inputs.receiver.tensors[name]
+        outputs.append(OutputTensor(name, output_dtype(info.dtype, dtype), info.shape))
+    out_dtypes = {t.name: t.dtype for t in outputs}
+    writer = ShardedWriter(folder, outputs, shard_size)
+    items = _work_items(inputs, names, ops)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        it = iter(items)
+
+        def submit_next() -> None:
+            item = next(it, None)
+            if item is not None:
+                name, first, rows = item
+                pending.append((name, pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name])))
+
+        for _ in range(WINDOW):
+            submit_next()
+        while pending:
+            name, future = pending.popleft()
+            chunk = future.result()
+            submit_next()
+            writer.write(name, memoryview(chunk.numpy()))
+            if on_bytes:
+                on_bytes(chunk.numel())
+    return outputs, writer.close()

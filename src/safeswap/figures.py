@@ -1,0 +1,97 @@
+"""The two figures of a merge: specialization.png and decisions.png.
+
+Colours are the Okabe-Ito palette (safe for colour-blind readers): safety blue,
+language orange, blend bluish green.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+SAFETY, LANGUAGE, BLEND, NEUTRAL = "#0072B2", "#E69F00", "#009E73", "#999999"
+DECISION_COLOURS = {"safety": SAFETY, "language": LANGUAGE, "blend": BLEND}
+DECISION_CODES = {"language": 0, "blend": 1, "safety": 2}
+
+
+def _panels(units: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Attention and MLP side by side when units carry a module; one panel otherwise."""
+    modules = [m for m in ("attention", "mlp") if any(u.get("module") == m for u in units)]
+    if modules:
+        return [(m, [u for u in units if u.get("module") == m]) for m in modules]
+    return [("", units)]
+
+
+def _row_key(unit: dict) -> str:
+    if "projection" in unit:
+        return f"{unit['module']}.{unit['projection']}"
+    return unit.get("module") or "layer"
+
+
+def specialization_figure(units: list[dict], tau: float, path: str | Path, title: str = "") -> Path:
+    """p_safety and p_language per unit (top) and d with the +-tau band (bottom), per module."""
+    panels = _panels(units)
+    fig, axes = plt.subplots(2, len(panels), figsize=(6.5 * len(panels), 6.6), squeeze=False, sharex="col", sharey="row")
+    for col, (module, rows) in enumerate(panels):
+        x = list(range(len(rows)))
+        labels = [str(u["layer"]) for u in rows]
+        top, bottom = axes[0][col], axes[1][col]
+        top.plot(x, [u["p_safety"] for u in rows], "o-", color=SAFETY, ms=3.5, label="$p_S$ (safety expert)")
+        top.plot(x, [u["p_language"] for u in rows], "s-", color=LANGUAGE, ms=3.5, label="$p_L$ (language expert)")
+        top.set_ylabel("normalised specialisation $p$")
+        top.set_title(f"{module.upper() if module else 'All units'}: how much each expert changed each unit")
+        top.legend(frameon=False, fontsize=8)
+        top.grid(alpha=0.3)
+        d = [u["d"] for u in rows]
+        bottom.bar(x, d, color=[DECISION_COLOURS[u["decision"]] for u in rows], width=0.8)
+        bottom.axhspan(-tau, tau, color=NEUTRAL, alpha=0.25, lw=0)
+        bottom.axhline(0, color="black", lw=0.6)
+        bottom.set_ylabel("$d = p_S - p_L$")
+        bottom.set_xlabel("layer" if len(rows) <= 64 and len(set(labels)) == len(labels) else "unit (layer order)")
+        step = max(1, len(x) // 16)
+        bottom.set_xticks(x[::step], labels[::step])
+        bottom.grid(alpha=0.3, axis="y")
+    handles = [Patch(color=c, label=f"decision: {k}") for k, c in DECISION_COLOURS.items()]
+    handles.append(Patch(color=NEUTRAL, alpha=0.25, label=f"blend band $\\pm\\tau$ = {tau:g}"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.suptitle(title or "Specialisation per unit (bars coloured by decision)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def decisions_figure(units: list[dict], num_layers: int, path: str | Path, title: str = "") -> Path:
+    """A unit-by-layer heatmap of where each part of the merged model comes from."""
+    row_names = list(dict.fromkeys(_row_key(u) for u in units))
+    grid = [[float("nan")] * num_layers for _ in row_names]
+    for u in units:
+        if 0 <= u["layer"] < num_layers:
+            grid[row_names.index(_row_key(u))][u["layer"]] = DECISION_CODES[u["decision"]]
+    cmap = ListedColormap([LANGUAGE, BLEND, SAFETY])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * num_layers + 2), 1.3 + 0.4 * len(row_names)))
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=2.5, aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(row_names)), row_names)
+    step = max(1, num_layers // 32)
+    ax.set_xticks(range(0, num_layers, step), [str(i) for i in range(0, num_layers, step)])
+    ax.set_xlabel("layer")
+    ax.set_xticks([i - 0.5 for i in range(num_layers + 1)], minor=True)
+    ax.set_yticks([i - 0.5 for i in range(len(row_names) + 1)], minor=True)
+    ax.grid(which="minor", color="white", lw=1)
+    ax.tick_params(which="minor", length=0)
+    counts = {k: sum(1 for u in units if u["decision"] == k) for k in DECISION_COLOURS}
+    handles = [Patch(color=DECISION_COLOURS[k], label=f"{k} ({counts[k]})") for k in ("safety", "language", "blend")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+    ax.set_title(title or "Where each unit of the merged model comes from", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

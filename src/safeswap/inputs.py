@@ -1,0 +1,140 @@
+"""Open the three input checkpoints and check, before any work, that they can be merged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from safeswap.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
+from safeswap.checkpoint import Checkpoint
+from safeswap.errors import SafeswapError
+from safeswap.sources import resolve_model
+
+ROLES = ("base", "safety", "language")
+_SAMPLE_BYTES = 1 << 16
+
+
+def fingerprint(ckpt: Checkpoint) -> str:
+    """A cheap content fingerprint of a checkpoint.
+
+    sha256 over the config, every shard's name, size and header, and three 64 KiB
+    samples of each shard's data (start, middle, end). Two fine-tunes of one base
+    differ in nearly every byte, so the samples tell them apart; the manifest's
+    full-file sha256 is the exhaustive check.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(ckpt.config, sort_keys=True).encode())
+    for shard in ckpt.shards:
+        size = shard.stat().st_size
+        raw = ckpt.headers[shard]
+        h.update(f"{shard.name}:{size}:".encode())
+        h.update(raw)
+        data_start = 8 + len(raw)
+        with open(shard, "rb") as f:
+            for pos in sorted({data_start, (data_start + size) // 2, max(data_start, size - _SAMPLE_BYTES)}):
+                f.seek(pos)
+                h.update(f.read(_SAMPLE_BYTES))
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass
+class Inputs:
+    """The merge's input checkpoints by role, their family and every tensor's role."""
+
+    models: dict[str, Checkpoint]
+    family: Family
+    roles: dict[str, TensorRole] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> Checkpoint:
+        return self.models["base"]
+
+    @property
+    def receiver(self) -> Checkpoint:
+        """The model whose config, norms and tokenizer the output keeps."""
+        return self.models["language"]
+
+    @property
+    def num_layers(self) -> int:
+        return num_layers(self.receiver.config)
+
+    def tensor_names(self) -> list[str]:
+        """Every tensor, in the receiver's storage order."""
+        return self.receiver.ordered_names()
+
+    def close(self) -> None:
+        for m in self.models.values():
+            m.close()
+
+
+def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None) -> Inputs:
+    """Resolve (local or hub), open and pre-flight check the models named in refs."""
+    models = {}
+    for role, ref in refs.items():
+        if ref is None:
+            raise SafeswapError(f"no {role} model given")
+        folder = resolve_model(ref, role, revision)
+        models[role] = Checkpoint(folder, role)
+    first = next(iter(models.values()))
+    family = family_for(first.architecture, first.role)
+    inputs = Inputs(models, family, refs={r: str(v) for r, v in refs.items()})
+    preflight(inputs)
+    inputs.roles = {name: classify(family, name) for name in inputs.tensor_names()}
+    return inputs
+
+
+def _config_value(config: dict, key: str):
+    for cfg in (config, config.get("text_config") or {}):
+        if key in cfg:
+            return cfg[key]
+    return None
+
+
+def preflight(inputs: Inputs) -> None:
+    """Same architecture, sizes, tensor names, shapes and dtypes in every model.
+
+    The first mismatch is reported in one line naming the tensor (or setting)
+    and both values.
+    """
+    models = list(inputs.models.values())
+    ref = inputs.receiver
+    for m in models:
+        family_for(m.architecture, m.role)
+        if m.architecture != ref.architecture:
+            raise SafeswapError(
+                f"architectures differ: {ref.role} is {ref.architecture}, {m.role} is {m.architecture}"
+            )
+    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
+        for m in models:
+            a, b = _config_value(ref.config, key), _config_value(m.config, key)
+            if a != b:
+                raise SafeswapError(f"{key} differs: {ref.role} has {a}, {m.role} has {b}")
+    for m in models:
+        a, b = vocab_size(ref.config), vocab_size(m.config)
+        if a != b:
+            raise SafeswapError(
+                f"vocabulary sizes differ: {ref.role} has {a}, {m.role} has {b} "
+                "(an expert with an extended tokenizer cannot be merged tensor by tensor)"
+            )
+    for m in models:
+        if m is ref:
+            continue
+        for name in ref.ordered_names():
+            if name not in m.tensors:
+                raise SafeswapError(f"tensor {name} is in the {ref.role} model but missing from the {m.role} model")
+        for name in m.ordered_names():
+            if name not in ref.tensors:
+                raise SafeswapError(f"tensor {name} is in the {m.role} model but missing from the {ref.role} model")
+        for name in ref.ordered_names():
+            a, b = ref.tensors[name], m.tensors[name]
+            if a.shape != b.shape:
+                raise SafeswapError(
+                    f"tensor {name} has shape {list(a.shape)} in the {ref.role} model "
+                    f"and {list(b.shape)} in the {m.role} model"
+                )
+            if a.dtype != b.dtype:
+                raise SafeswapError(f"tensor {name} is {a.dtype} in the {ref.role} model and {b.dtype} in the {m.role} model")
+

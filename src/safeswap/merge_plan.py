@@ -1,0 +1,170 @@
+"""The merge plan: a reviewable, editable, replayable record of every decision.
+
+A plan file is YAML (JSON is valid YAML, so both load). It records the method
+and its parameters, the input models with their fingerprints, and for
+unit-based methods one line per unit with its decision and the statistics that
+led to it. `safeswap merge --plan FILE` derives every tensor's operation from
+the decisions alone, so a decision edited by hand is honoured on replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safeswap import __version__
+from safeswap.errors import SafeswapError
+
+PLAN_FORMAT = "safeswap.plan/1"
+PLAN_FILENAME = "safeswap-plan.yaml"
+DECISIONS = ("safety", "language", "blend")
+OUTSIDE_CHOICES = ("blend", "language", "safety")
+TOKENIZER_CHOICES = ("base", "safety", "language")
+
+
+@dataclass
+class MergePlan:
+    method: str
+    parameters: dict[str, Any]
+    models: dict[str, dict[str, str]]
+    architecture: str
+    num_layers: int
+    outside_layers: str = "blend"
+    tokenizer_from: str = "language"
+    units: list[dict[str, Any]] = field(default_factory=list)
+    safeswap_version: str = __version__
+
+    def unit(self, unit_id: str) -> dict[str, Any]:
+        try:
+            return self._unit_index[unit_id]
+        except AttributeError:
+            self._unit_index = {u["unit"]: u for u in self.units}
+            return self.unit(unit_id)
+        except KeyError:
+            raise SafeswapError(f"plan has no entry for unit {unit_id}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "safeswap_version": self.safeswap_version,
+            "method": self.method,
+            "parameters": self.parameters,
+            "architecture": self.architecture,
+            "num_layers": self.num_layers,
+            "outside_layers": self.outside_layers,
+            "tokenizer_from": self.tokenizer_from,
+            "models": self.models,
+            "units": self.units,
+        }
+
+    def to_yaml(self) -> str:
+        header = (
+            f"# safeswap merge plan ({self.method}). Edit a unit's decision (safety | language | blend,\n"
+            "# blends may carry their own alpha) and replay with: safeswap merge --plan THIS_FILE --out DIR\n"
+        )
+        return header + yaml.dump(self.to_dict(), Dumper=_PlanDumper, sort_keys=False, allow_unicode=True, width=200)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            path = path / PLAN_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-plan-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(self.to_yaml())
+        os.replace(tmp, path)
+        return path
+
+
+class _PlanDumper(yaml.SafeDumper):
+    """Block style for the plan, one flow-style line per unit so a plan reads like a table."""
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict):
+    flow = "unit" in data  # unit rows
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+_PlanDumper.add_representer(dict, _represent_dict)
+
+
+def load_plan(path: str | os.PathLike) -> MergePlan:
+    """Read and validate a plan file; every problem is one line naming it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / PLAN_FILENAME
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SafeswapError(f"plan file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SafeswapError(f"plan file {path} is malformed ({e.__class__.__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+        raise SafeswapError(f"plan file {path} is not a safeswap plan (expected format: {PLAN_FORMAT})")
+    try:
+        plan = MergePlan(
+            method=str(data["method"]),
+            parameters=dict(data.get("parameters") or {}),
+            models={str(k): dict(v) for k, v in dict(data["models"]).items()},
+            architecture=str(data["architecture"]),
+            num_layers=int(data["num_layers"]),
+            outside_layers=str(data.get("outside_layers", "blend")),
+            tokenizer_from=str(data.get("tokenizer_from", "language")),
+            units=[dict(u) for u in (data.get("units") or [])],
+            safeswap_version=str(data.get("safeswap_version", "")),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise SafeswapError(f"plan file {path} is malformed (missing or bad field: {e})") from None
+    validate(plan, str(path))
+    return plan
+
+
+def validate(plan: MergePlan, where: str = "plan") -> None:
+    from safeswap.methods import get_method
+
+    get_method(plan.method)
+    if plan.outside_layers not in OUTSIDE_CHOICES:
+        raise SafeswapError(f"{where}: outside_layers must be one of {', '.join(OUTSIDE_CHOICES)}")
+    if plan.tokenizer_from not in TOKENIZER_CHOICES:
+        raise SafeswapError(f"{where}: tokenizer_from must be one of {', '.join(TOKENIZER_CHOICES)}")
+    seen = set()
+    for u in plan.units:
+        uid = u.get("unit")
+        if not isinstance(uid, str) or uid in seen:
+            raise SafeswapError(f"{where}: unit entries need a unique 'unit' id (bad: {uid!r})")
+        seen.add(uid)
+        if u.get("decision") not in DECISIONS:
+            raise SafeswapError(f"{where}: unit {uid} has decision {u.get('decision')!r}; use one of {', '.join(DECISIONS)}")
+        if "alpha" in u:
+            check_alpha(u["alpha"], f"{where}: unit {uid} alpha")
+    get_method(plan.method).validate_parameters(plan.parameters)
+
+
+def check_alpha(alpha: Any, what: str = "alpha") -> float:
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise SafeswapError(f"{what} must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= a <= 1.0:
+        raise SafeswapError(f"{what} must lie in [0, 1], got {a}")
+    return a
+
+
+def check_fingerprints(plan: MergePlan, fingerprints: dict[str, str]) -> None:
+    """Refuse to replay a plan on models other than the ones it was made for."""
+    for role, fp in fingerprints.items():
+        expected = plan.models.get(role, {}).get("fingerprint")
+        if expected and expected != fp:
+            raise SafeswapError(
+                f"plan was made for a different {role} model (fingerprint {expected[:19]}..., "
+                f"this one is {fp[:19]}...); re-run `safeswap plan` or pass the original model"
+            )

@@ -1,0 +1,53 @@
+"""The interface every merge method implements.
+
+A method does two things: `build` decides (turns inputs, and statistics when it
+needs them, into a MergePlan), and `operation` replays (turns the plan into the
+operation for one tensor). Replay reads only the plan, so a hand-edited plan
+merges exactly as written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from safeswap.architecture import OUTSIDE, TensorRole
+from safeswap.operations import Linear, Take, blend
+from safeswap.merge_plan import MergePlan, check_alpha
+
+
+class MergeMethod:
+    name: ClassVar[str] = ""
+    uses_statistics: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults and check ranges; returns the full parameter dict."""
+        return {**self.defaults, **params}
+
+    def build_units(self, inputs, stats, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per-unit decisions for unit-based methods; others return []."""
+        return []
+
+    def operation(self, plan: MergePlan, name: str, role: TensorRole) -> Take | Linear:
+        raise NotImplementedError
+
+
+def outside_operation(plan: MergePlan) -> Take | Linear:
+    """Embeddings, final norm and LM head: blended by default, or taken whole.
+
+    Every outside tensor gets the same operation, so a tied LM head stays tied.
+    """
+    if plan.outside_layers == "blend":
+        return blend(check_alpha(plan.parameters.get("alpha", 0.5)))
+    return Take(plan.outside_layers)
+
+
+def decision_operation(unit: dict[str, Any], default_alpha: float) -> Take | Linear:
+    decision = unit["decision"]
+    if decision == "blend":
+        return blend(unit.get("alpha", default_alpha))
+    return Take(decision)
+
+
+def is_outside(role: TensorRole) -> bool:
+    return role.module == OUTSIDE

@@ -1,0 +1,55 @@
+"""What the merge engine does to produce one output tensor.
+
+A method turns its plan into one Operation per tensor. The engine streams each
+operation chunk by chunk (elementwise operations) or whole (those that need the
+full tensor, such as TIES's magnitude threshold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Take:
+    """Copy one model's tensor bytes unchanged (bit-identical)."""
+
+    role: str
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.role,)
+
+    def describe(self) -> str:
+        return f"take {self.role}"
+
+
+@dataclass(frozen=True)
+class Linear:
+    """sum_i w_i * W_i in float32, rounded once to the output dtype."""
+
+    weights: tuple[tuple[str, float], ...]
+    elementwise = True
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(r for r, _ in self.weights)
+
+    def compute(self, tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        # Product then add, never add_(alpha=...): the fused form rounds differently
+        # from the written formula alpha*S + (1-alpha)*L.
+        out = None
+        for role, w in self.weights:
+            term = tensors[role] * w
+            out = term if out is None else out.add_(term)
+        return out
+
+    def describe(self) -> str:
+        return " + ".join(f"{w:g}*{r}" for r, w in self.weights)
+
+
+def blend(alpha: float) -> Linear:
+    """alpha * safety + (1 - alpha) * language."""
+    return Linear((("safety", float(alpha)), ("language", 1.0 - float(alpha))))

@@ -1,0 +1,157 @@
+"""How much each expert changed each unit of the base, streamed tensor by tensor.
+
+For a scored tensor and expert X:  r_X = ||W_X - W_base||_F / ||W_base||_F
+(the plain ||W_X - W_base||_F where ||W_base||_F <= 1e-8), computed in float32
+in row chunks so that memory stays at one chunk per model.
+
+Units pool the r of their tensors: a layer sums them, a module takes the root
+of the sum of squares, a projection is one tensor. Scores are then normalised
+over all units into p_X, and d = p_safety - p_language drives the decision.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from safeswap.checkpoint import row_chunks
+from safeswap.errors import SafeswapError
+from safeswap.inputs import Inputs
+
+GRANULARITIES = ("layer", "module", "projection")
+CHUNK_BYTES = 32 << 20  # per model and chunk: small enough for bounded memory, large enough for bandwidth
+BASE_NORM_FLOOR = 1e-8
+NORMALISE_EPS = 1e-8
+
+
+@dataclass
+class TensorStat:
+    name: str
+    layer: int
+    module: str
+    projection: str
+    numel: int
+    base_norm: float
+    delta_safety: float
+    delta_language: float
+
+    @property
+    def r_safety(self) -> float:
+        return relative_change(self.delta_safety, self.base_norm)
+
+    @property
+    def r_language(self) -> float:
+        return relative_change(self.delta_language, self.base_norm)
+
+    def row(self) -> dict:
+        return {**asdict(self), "r_safety": self.r_safety, "r_language": self.r_language}
+
+
+@dataclass
+class UnitScore:
+    unit: str
+    layer: int
+    module: str | None
+    score_safety: float
+    score_language: float
+    projection: str | None = None
+    p_safety: float = 0.0
+    p_language: float = 0.0
+
+    @property
+    def d(self) -> float:
+        return self.p_safety - self.p_language
+
+    def row(self) -> dict:
+        return {**asdict(self), "d": self.d}
+
+
+def relative_change(delta: float, base_norm: float) -> float:
+    return delta / base_norm if base_norm > BASE_NORM_FLOOR else delta
+
+
+def _norms(inputs: Inputs, name: str) -> tuple[float, float, float]:
+    """(||B||, ||S - B||, ||L - B||) of one tensor, in float32, chunk by chunk."""
+    base, safety, language = (inputs.models[r] for r in ("base", "safety", "language"))
+    info = base.tensors[name]
+    sq_b = sq_s = sq_l = 0.0
+    for first, rows in row_chunks(info, CHUNK_BYTES):
+        b = base.read(name, first, rows).float()
+        s = safety.read(name, first, rows).float().sub_(b)
+        ss = torch.linalg.vector_norm(s).item()
+        del s
+        l_ = language.read(name, first, rows).float().sub_(b)
+        sl = torch.linalg.vector_norm(l_).item()
+        del l_
+        sb = torch.linalg.vector_norm(b).item()
+        # Sum squares of chunk norms in float64: exact enough, order fixed by chunking.
+        sq_b, sq_s, sq_l = sq_b + sb * sb, sq_s + ss * ss, sq_l + sl * sl
+    norms = (math.sqrt(sq_b), math.sqrt(sq_s), math.sqrt(sq_l))
+    if not all(math.isfinite(x) for x in norms):
+        who = "base" if not math.isfinite(norms[0]) else ("safety" if not math.isfinite(norms[1]) else "language")
+        raise SafeswapError(f"tensor {name} holds NaN or Inf values in the {who} model")
+    return norms
+
+
+def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None) -> list[TensorStat]:
+    """Statistics of every scored tensor, in the receiver's storage order.
+
+    Two worker threads: reads (pread) and torch kernels both release the GIL, so
+    one tensor's I/O overlaps another's arithmetic on the second core.
+    """
+    names = [n for n in inputs.tensor_names() if inputs.roles[n].scored]
+    stats: list[TensorStat] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, (nb, ns, nl) in zip(names, pool.map(lambda n: _norms(inputs, n), names)):
+            role = inputs.roles[name]
+            numel = inputs.base.tensors[name].numel
+            stats.append(TensorStat(name, role.layer, role.module, role.projection, numel, nb, ns, nl))
+            if on_tensor:
+                on_tensor(name)
+    return stats
+
+
+def unit_of(granularity: str, layer: int, module: str, tensor_name: str) -> str:
+    """The unit id a scored tensor belongs to."""
+    if granularity == "layer":
+        return f"layer.{layer}"
+    if granularity == "module":
+        return f"layer.{layer}.{module}"
+    if granularity == "projection":
+        return tensor_name
+    raise SafeswapError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+
+
+def unit_scores(stats: Iterable[TensorStat], granularity: str) -> list[UnitScore]:
+    """Pool tensor statistics into unit scores and normalise them (steps 2-4 of the rule)."""
+    units: dict[str, UnitScore] = {}
+    for t in stats:
+        uid = unit_of(granularity, t.layer, t.module, t.name)
+        u = units.get(uid)
+        if u is None:
+            module = None if granularity == "layer" else t.module
+            projection = None
+            if granularity == "projection":
+                projection = t.projection + (".bias" if t.name.endswith(".bias") else "")
+            u = units[uid] = UnitScore(uid, t.layer, module, 0.0, 0.0, projection)
+        if granularity == "module":
+            u.score_safety += t.r_safety ** 2
+            u.score_language += t.r_language ** 2
+        else:
+            u.score_safety += t.r_safety
+            u.score_language += t.r_language
+    if granularity == "module":
+        for u in units.values():
+            u.score_safety, u.score_language = math.sqrt(u.score_safety), math.sqrt(u.score_language)
+    total_s = sum(u.score_safety for u in units.values()) + NORMALISE_EPS
+    total_l = sum(u.score_language for u in units.values()) + NORMALISE_EPS
+    for u in units.values():
+        u.p_safety, u.p_language = u.score_safety / total_s, u.score_language / total_l
+    # Layer order, attention before MLP, storage order within: plans and figures read top-down.
+    order = {"attention": 0, "mlp": 1}
+    ranked = sorted(enumerate(units.values()), key=lambda iu: (iu[1].layer, order.get(iu[1].module, 2), iu[0]))
+    return [u for _, u in ranked]

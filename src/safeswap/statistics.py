@@ -1,0 +1,89 @@
+"""The statistics file: per-tensor changes and per-unit scores, readable by pandas.
+
+`safeswap analyze --out DIR` writes:
+  statistics.json   everything below plus the input models and their fingerprints
+  tensor_stats.csv  one row per scored tensor: name, layer, module, projection, numel,
+                    base_norm, delta_safety, delta_language, r_safety, r_language
+  unit_scores.csv   one row per unit: unit, layer, module, score_safety, score_language,
+                    p_safety, p_language, d, decision
+  specialization.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safeswap import __version__
+from safeswap.errors import SafeswapError
+from safeswap.specialization import TensorStat
+
+STATISTICS_FORMAT = "safeswap.statistics/1"
+STATISTICS_FILENAME = "statistics.json"
+
+
+@dataclass
+class Statistics:
+    models: dict[str, dict[str, str]]
+    architecture: str
+    num_layers: int
+    tensors: list[TensorStat]
+
+    def to_dict(self, units: list[dict[str, Any]] | None = None, parameters: dict | None = None) -> dict[str, Any]:
+        return {
+            "format": STATISTICS_FORMAT,
+            "safeswap_version": __version__,
+            "architecture": self.architecture,
+            "num_layers": self.num_layers,
+            "models": self.models,
+            "parameters": parameters or {},
+            "tensors": [t.row() for t in self.tensors],
+            "units": units or [],
+        }
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_statistics(stats: Statistics, folder: str | os.PathLike, units: list[dict], parameters: dict) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / STATISTICS_FILENAME
+    tmp = folder / (STATISTICS_FILENAME + ".tmp")
+    tmp.write_text(json.dumps(stats.to_dict(units, parameters), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    _write_csv(folder / "tensor_stats.csv", [t.row() for t in stats.tensors])
+    _write_csv(folder / "unit_scores.csv", units)
+    return path
+
+
+def load_statistics(path: str | os.PathLike) -> Statistics:
+    path = Path(path)
+    if path.is_dir():
+        path = path / STATISTICS_FILENAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SafeswapError(f"statistics file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SafeswapError(f"statistics file {path} is malformed ({e.__class__.__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != STATISTICS_FORMAT:
+        raise SafeswapError(f"{path} is not a safeswap statistics file")
+    try:
+        tensors = [
+            TensorStat(t["name"], int(t["layer"]), t["module"], t["projection"], int(t["numel"]),
+                       float(t["base_norm"]), float(t["delta_safety"]), float(t["delta_language"]))
+            for t in data["tensors"]
+        ]
+        return Statistics(dict(data["models"]), str(data["architecture"]), int(data["num_layers"]), tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SafeswapError(f"statistics file {path} is malformed (bad field: {e})") from None
