@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +190,14 @@ def merge(
             inputs.receiver.tensors[n].numel * DTYPES[output_dtype(inputs.receiver.tensors[n].dtype, out_dtype)][1]
             for n in ops
         )
-        with atomic_output(out, force) as tmp:
+        with atomic_output(out, force) as tmp, ThreadPoolExecutor(max_workers=1) as side:
+            # Figures are drawn on a side thread while the main work streams tensors.
+            figures = side.submit(_write_figures, plan_, tmp)
             with task("merging", total, show_progress, unit="bytes") as advance:
                 execute(inputs, ops, tmp, shard_bytes, out_dtype, on_bytes=advance)
             _copy_side_files(inputs, plan_, tmp, out_dtype)
             plan_.save(tmp / PLAN_FILENAME)
-            _write_figures(plan_, tmp)
+            figures.result()
     finally:
         inputs.close()
     if show_progress:

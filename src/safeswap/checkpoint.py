@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -222,21 +223,26 @@ class Checkpoint:
                 raise SafeswapError(f"{self.role} model: {info.file} ended early while reading {info.name!r}")
             view, pos = view[n:], pos + n
 
-    def read_raw(self, name: str, first_row: int = 0, rows: int | None = None) -> torch.Tensor:
-        """The stored bytes of whole rows of a tensor, as a uint8 tensor (no decoding)."""
+    def read_raw(self, name: str, first_row: int = 0, rows: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The stored bytes of whole rows of a tensor, as a flat uint8 tensor (no decoding).
+
+        `out`, a uint8 buffer of at least that many bytes, is filled instead of a new
+        allocation: the engine reuses buffers so that large merges never page-fault
+        through fresh memory.
+        """
         info = self.tensors[name]
         row_bytes = info.nbytes // info.shape[0] if info.shape and info.shape[0] else info.nbytes
         if rows is None:
             rows = (info.shape[0] - first_row) if info.shape else 1
-        buf = torch.empty(rows * row_bytes, dtype=torch.uint8)
+        nbytes = rows * row_bytes
+        buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
         self.read_into(info, memoryview(buf.numpy()), first_row * row_bytes)
         return buf
 
-    def read(self, name: str, first_row: int = 0, rows: int | None = None) -> torch.Tensor:
+    def read(self, name: str, first_row: int = 0, rows: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rows [first_row, first_row+rows) of a tensor, in its stored dtype."""
         info = self.tensors[name]
-        raw = self.read_raw(name, first_row, rows)
-        tensor = raw.view(DTYPES[info.dtype][0])
+        tensor = self.read_raw(name, first_row, rows, out).view(DTYPES[info.dtype][0])
         if info.shape:
             return tensor.reshape((-1,) + info.shape[1:])
         return tensor.reshape(())
@@ -253,12 +259,33 @@ class Checkpoint:
         self.close()
 
 
-def row_chunks(info: TensorInfo, max_bytes: int) -> Iterator[tuple[int, int]]:
-    """Split a tensor into (first_row, rows) chunks of at most max_bytes (at least one row)."""
+def row_chunks(info: TensorInfo, max_elements: int) -> Iterator[tuple[int, int | None]]:
+    """Split a tensor into (first_row, rows) chunks of at most max_elements (at least one row)."""
     if not info.shape or info.shape[0] == 0:
-        yield (0, None)  # type: ignore[misc]
+        yield (0, None)
         return
-    row_bytes = max(1, info.nbytes // info.shape[0])
-    rows_per_chunk = max(1, max_bytes // row_bytes)
+    row_elements = max(1, info.numel // info.shape[0])
+    rows_per_chunk = max(1, max_elements // row_elements)
     for first in range(0, info.shape[0], rows_per_chunk):
         yield first, min(rows_per_chunk, info.shape[0] - first)
+
+
+class Workspace(threading.local):
+    """Per-thread reusable buffers, grown on demand and never freed.
+
+    Fresh 64 MB allocations cost a page fault per 4 KiB page and fragment the heap
+    across threads; reusing a few buffers per thread keeps both time and resident
+    memory flat.
+    """
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, key: str, nbytes: int) -> torch.Tensor:
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < nbytes:
+            buf = self.buffers[key] = torch.empty(max(nbytes, 1), dtype=torch.uint8)
+        return buf[:nbytes]
+
+    def floats(self, key: str, numel: int) -> torch.Tensor:
+        return self.get(key, numel * 4).view(torch.float32)

@@ -13,19 +13,20 @@ in flight, so memory is a few chunks whatever the model size.
 
 from __future__ import annotations
 
+import queue
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
 
-from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, row_chunks
+from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, Workspace, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
 from safeswap.operations import Take
 from safeswap.writer import OutputTensor, ShardedWriter
 
-CHUNK_BYTES = 32 << 20
+CHUNK_ELEMENTS = 8 << 20
 WINDOW = 4
 
 
@@ -57,24 +58,36 @@ def _work_items(inputs: Inputs, names: list[str], ops: dict) -> list[tuple[str, 
         op = ops[name]
         info = inputs.receiver.tensors[name]
         if isinstance(op, Take) or getattr(op, "elementwise", False):
-            items.extend((name, first, rows) for first, rows in row_chunks(info, CHUNK_BYTES))
+            items.extend((name, first, rows) for first, rows in row_chunks(info, CHUNK_ELEMENTS))
         else:
             items.append((name, 0, None))
     return items
 
 
-def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str) -> torch.Tensor:
-    """The output bytes of one chunk as a flat uint8 tensor."""
+_workspace = Workspace()
+
+
+def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str, out: torch.Tensor) -> torch.Tensor:
+    """Fill `out` (a uint8 buffer) with the output bytes of one chunk; returns the filled part."""
+    ws = _workspace
     if isinstance(op, Take):
         model = inputs.models[op.role]
         if model.tensors[name].dtype == out_dtype:
-            return model.read_raw(name, first, rows)
-        values = model.read(name, first, rows)
+            return model.read_raw(name, first, rows, out=out)
+        values = model.read(name, first, rows, out=ws.get("raw", out.numel()))
+    elif getattr(op, "elementwise", False):
+        # Decode each input into a reused float32 buffer; the operation may work in place.
+        tensors = {}
+        for i, role in enumerate(op.roles):
+            stored = inputs.models[role].read(name, first, rows, out=ws.get("raw", CHUNK_ELEMENTS * 8))
+            tensors[role] = ws.floats(f"f{i}", stored.numel()).view(stored.shape).copy_(stored)
+        values = op.compute(tensors, name)
     else:
         tensors = {r: inputs.models[r].read(name, first, rows).float() for r in op.roles}
         values = op.compute(tensors, name)
-    values = values.to(DTYPES[out_dtype][0]).contiguous()
-    return values.reshape(-1).view(torch.uint8)
+    result = out[: values.numel() * DTYPES[out_dtype][1]].view(DTYPES[out_dtype][0]).view(values.shape)
+    result.copy_(values)
+    return out[: result.numel() * DTYPES[out_dtype][1]]
 
 
 def execute(
@@ -97,6 +110,11 @@ def execute(
     out_dtypes = {t.name: t.dtype for t in outputs}
     writer = ShardedWriter(folder, outputs, shard_size)
     items = _work_items(inputs, names, ops)
+    # A fixed pool of output buffers: a chunk's buffer returns to the pool once written.
+    largest = max((t.nbytes for t in outputs if not getattr(ops[t.name], "elementwise", True)), default=0)
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(WINDOW):
+        free.put(torch.empty(max(CHUNK_ELEMENTS * 8, largest), dtype=torch.uint8))
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=2) as pool:
         it = iter(items)
@@ -105,15 +123,18 @@ def execute(
             item = next(it, None)
             if item is not None:
                 name, first, rows = item
-                pending.append((name, pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name])))
+                buf = free.get()
+                future = pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name], buf)
+                pending.append((name, buf, future))
 
         for _ in range(WINDOW):
             submit_next()
         while pending:
-            name, future = pending.popleft()
+            name, buf, future = pending.popleft()
             chunk = future.result()
-            submit_next()
-            writer.write(name, memoryview(chunk.numpy()))
+            hashed = writer.write(name, memoryview(chunk.numpy()))
             if on_bytes:
                 on_bytes(chunk.numel())
+            hashed.add_done_callback(lambda _, buf=buf: free.put(buf))
+            submit_next()
     return outputs, writer.close()

@@ -38,11 +38,14 @@ class Linear:
         return tuple(r for r, _ in self.weights)
 
     def compute(self, tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-        # Product then add, never add_(alpha=...): the fused form rounds differently
-        # from the written formula alpha*S + (1-alpha)*L.
+        """Works in place on the float32 inputs it is given (the engine's scratch buffers).
+
+        Each product is rounded, then the sum, exactly as the written formula
+        alpha*S + (1-alpha)*L; never add_(alpha=...), whose fused form rounds differently.
+        """
         out = None
         for role, w in self.weights:
-            term = tensors[role] * w
+            term = tensors[role].mul_(w)
             out = term if out is None else out.add_(term)
         return out
 

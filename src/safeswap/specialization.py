@@ -18,12 +18,12 @@ from typing import Callable, Iterable
 
 import torch
 
-from safeswap.checkpoint import row_chunks
+from safeswap.checkpoint import Workspace, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
 
 GRANULARITIES = ("layer", "module", "projection")
-CHUNK_BYTES = 32 << 20  # per model and chunk: small enough for bounded memory, large enough for bandwidth
+CHUNK_ELEMENTS = 8 << 20  # per model and chunk: bounded memory, still large enough for full bandwidth
 BASE_NORM_FLOOR = 1e-8
 NORMALISE_EPS = 1e-8
 
@@ -74,22 +74,26 @@ def relative_change(delta: float, base_norm: float) -> float:
     return delta / base_norm if base_norm > BASE_NORM_FLOOR else delta
 
 
+_workspace = Workspace()
+
+
 def _norms(inputs: Inputs, name: str) -> tuple[float, float, float]:
     """(||B||, ||S - B||, ||L - B||) of one tensor, in float32, chunk by chunk."""
     base, safety, language = (inputs.models[r] for r in ("base", "safety", "language"))
     info = base.tensors[name]
+    ws = _workspace
     sq_b = sq_s = sq_l = 0.0
-    for first, rows in row_chunks(info, CHUNK_BYTES):
-        b = base.read(name, first, rows).float()
-        s = safety.read(name, first, rows).float().sub_(b)
-        ss = torch.linalg.vector_norm(s).item()
-        del s
-        l_ = language.read(name, first, rows).float().sub_(b)
-        sl = torch.linalg.vector_norm(l_).item()
-        del l_
-        sb = torch.linalg.vector_norm(b).item()
+    for first, rows in row_chunks(info, CHUNK_ELEMENTS):
+        b_stored = base.read(name, first, rows, out=ws.get("raw_a", CHUNK_ELEMENTS * info.itemsize))
+        b = ws.floats("base", b_stored.numel())[: b_stored.numel()].view(b_stored.shape).copy_(b_stored)
+        x = ws.floats("expert", b.numel()).view(b.shape)
+        squares = []
+        for model in (safety, language):
+            x.copy_(model.read(name, first, rows, out=ws.get("raw_b", CHUNK_ELEMENTS * info.itemsize)))
+            squares.append(torch.linalg.vector_norm(x.sub_(b)).item() ** 2)
+        nb = torch.linalg.vector_norm(b).item()
         # Sum squares of chunk norms in float64: exact enough, order fixed by chunking.
-        sq_b, sq_s, sq_l = sq_b + sb * sb, sq_s + ss * ss, sq_l + sl * sl
+        sq_b, sq_s, sq_l = sq_b + nb * nb, sq_s + squares[0], sq_l + squares[1]
     norms = (math.sqrt(sq_b), math.sqrt(sq_s), math.sqrt(sq_l))
     if not all(math.isfinite(x) for x in norms):
         who = "base" if not math.isfinite(norms[0]) else ("safety" if not math.isfinite(norms[1]) else "language")

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -192,6 +193,9 @@ class ShardedWriter:
         self._file = None
         self._shard = -1
         self._hash = None
+        # sha256 runs on its own thread (hashlib releases the GIL), in write order.
+        self._hasher = ThreadPoolExecutor(max_workers=1)
+        self._last_hash = None
 
     def _open_shard(self, index: int) -> None:
         self._close_shard()
@@ -203,15 +207,21 @@ class ShardedWriter:
     def _close_shard(self) -> None:
         if self._file is not None:
             self._file.close()
-            self.sha256[self.filenames[self._shard]] = self._hash.hexdigest()
+            digest = self._hash
+            self.sha256[self.filenames[self._shard]] = self._hasher.submit(digest.hexdigest)
             self._file = None
 
-    def _emit(self, data) -> None:
+    def _emit(self, data) -> Future:
         self._file.write(data)
-        self._hash.update(data)
+        self._last_hash = self._hasher.submit(self._hash.update, data)
+        return self._last_hash
 
-    def write(self, name: str, data) -> None:
-        """Append bytes (a chunk or all) of tensor `name`; tensors must come in order."""
+    def write(self, name: str, data) -> Future:
+        """Append bytes (a chunk or all) of tensor `name`; tensors must come in order.
+
+        Returns a future that completes once `data` is hashed: the caller must not
+        reuse the buffer before then.
+        """
         if self._position < 0 or self.order[self._position][1].name != name:
             self._finish_tensor()
             self._position += 1
@@ -224,7 +234,7 @@ class ShardedWriter:
         self._written += len(data)
         if self._written > self.order[self._position][1].nbytes:
             raise RuntimeError(f"too many bytes for tensor {name}")
-        self._emit(data)
+        return self._emit(data)
 
     def _finish_tensor(self) -> None:
         if self._position >= 0:
@@ -239,6 +249,8 @@ class ShardedWriter:
         if self._position != len(self.order) - 1:
             raise RuntimeError("writer closed before every tensor was written")
         self._close_shard()
+        self.sha256 = {name: future.result() for name, future in self.sha256.items()}
+        self._hasher.shutdown()
         if len(self.shards) > 1:
             weight_map = {t.name: self.filenames[i] for i, t in self.order}
             total = sum(t.nbytes for _, t in self.order)

@@ -1,0 +1,203 @@
+"""Wall time and peak memory of `safeswap merge` against mergekit on a synthetic triple.
+
+Builds once, into a cache folder, a bf16 base / safety / language triple with
+TinyLlama-1.1B shapes (or Llama-3.1-8B shapes with --size 8b), two shards each,
+then times in one run, each as a separate process with its own peak RSS:
+
+  safeswap merge (analysis + plan + merge, module granularity)
+  mergekit-yaml linear merge of the same two experts (mergekit in its own venv)
+
+and prints both figures and the ratios. Run from the repository root:
+
+  python benchmarks/merge_speed.py                 # TinyLlama shapes, ~7 GB of disk
+  python benchmarks/merge_speed.py --size 8b       # Llama-3.1-8B shapes, ~64 GB of disk
+  python benchmarks/merge_speed.py --methods adaptive,ties,layer-swap --mergekit-methods linear,ties
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+SIZES = {
+    "1b": dict(layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000),
+    "8b": dict(layers=32, hidden=4096, intermediate=14336, heads=32, kv_heads=8, vocab=128256),
+}
+
+
+def tensor_shapes(s: dict) -> list[tuple[str, tuple[int, ...]]]:
+    head_dim = s["hidden"] // s["heads"]
+    kv = s["kv_heads"] * head_dim
+    shapes = [("model.embed_tokens.weight", (s["vocab"], s["hidden"]))]
+    for i in range(s["layers"]):
+        p = f"model.layers.{i}."
+        shapes += [
+            (p + "input_layernorm.weight", (s["hidden"],)),
+            (p + "self_attn.q_proj.weight", (s["hidden"], s["hidden"])),
+            (p + "self_attn.k_proj.weight", (kv, s["hidden"])),
+            (p + "self_attn.v_proj.weight", (kv, s["hidden"])),
+            (p + "self_attn.o_proj.weight", (s["hidden"], s["hidden"])),
+            (p + "post_attention_layernorm.weight", (s["hidden"],)),
+            (p + "mlp.gate_proj.weight", (s["intermediate"], s["hidden"])),
+            (p + "mlp.up_proj.weight", (s["intermediate"], s["hidden"])),
+            (p + "mlp.down_proj.weight", (s["hidden"], s["intermediate"])),
+        ]
+    shapes += [("model.norm.weight", (s["hidden"],)), ("lm_head.weight", (s["vocab"], s["hidden"]))]
+    return shapes
+
+
+def config(s: dict) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": s["hidden"],
+        "intermediate_size": s["intermediate"], "num_hidden_layers": s["layers"], "num_attention_heads": s["heads"],
+        "num_key_value_heads": s["kv_heads"], "vocab_size": s["vocab"], "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "dtype": "bfloat16", "hidden_act": "silu",
+        "bos_token_id": 1, "eos_token_id": 2,
+    }
+
+
+def relative_noise(name: str, role: str, layers: int) -> float:
+    """Safety changes middle-layer MLPs, language the outer layers' attention; a little noise elsewhere."""
+    if role == "base":
+        return 0.0
+    layer = int(name.split(".")[2]) if name.startswith("model.layers.") else -1
+    middle = layers // 4 <= layer < 3 * layers // 4
+    if role == "safety" and middle and ".mlp." in name:
+        return 0.05
+    if role == "language" and layer >= 0 and not middle and ".self_attn." in name:
+        return 0.05
+    return 0.005
+
+
+def build(root: Path, size: str) -> dict[str, Path]:
+    s = SIZES[size]
+    shapes = tensor_shapes(s)
+    folders = {r: root / r for r in ("base", "safety", "language")}
+    if all((f / "model.safetensors.index.json").exists() for f in folders.values()):
+        return folders
+    print(f"building the synthetic {size} triple in {root} (once)...", flush=True)
+    total = sum(torch.Size(shape).numel() * 2 for _, shape in shapes)
+    halves = [[], []]
+    acc = 0
+    for name, shape in shapes:
+        halves[0 if acc < total / 2 else 1].append((name, shape))
+        acc += torch.Size(shape).numel() * 2
+    for role, folder in folders.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        weight_map = {}
+        for i, part in enumerate(halves):
+            gen = torch.Generator().manual_seed(1000 + i)  # the base: same seed for every role
+            noise_gen = torch.Generator().manual_seed({"base": 0, "safety": 1, "language": 2}[role] * 100 + i)
+            tensors = {}
+            for name, shape in part:
+                w = torch.randn(shape, generator=gen) * 0.02
+                if "norm" in name:
+                    w = 1.0 + w
+                scale = relative_noise(name, role, s["layers"])
+                if scale:
+                    w += torch.randn(shape, generator=noise_gen) * (0.02 * scale)
+                tensors[name] = w.to(torch.bfloat16)
+            filename = f"model-{i + 1:05d}-of-00002.safetensors"
+            save_file(tensors, folder / filename, metadata={"format": "pt"})
+            weight_map.update({n: filename for n in tensors})
+            del tensors
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (folder / "config.json").write_text(json.dumps(config(s), indent=2))
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return folders
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024 / 1024  # ru_maxrss is in KiB on Linux
+
+
+def warm(folders: dict[str, Path]) -> None:
+    """Read every input once and flush pending writes, so every contender starts alike:
+    inputs in the page cache, no earlier run's dirty pages still being written back."""
+    os.sync()
+    for folder in folders.values():
+        for f in folder.glob("*.safetensors"):
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def safeswap_cmd(folders, out: Path, method: str) -> list[str]:
+    cmd = [sys.executable, "-m", "safeswap.cli", "merge", "--base", str(folders["base"]), "--safety",
+           str(folders["safety"]), "--language", str(folders["language"]), "--out", str(out), "--force"]
+    if method == "layer-swap":
+        cmd += ["--method", "layer-swap", "--bottom", "4", "--top", "4"]
+    elif method != "adaptive":
+        cmd += ["--method", method]
+    return cmd
+
+
+def mergekit_cmd(mergekit_bin: Path, folders, out: Path, method: str, work: Path) -> list[str]:
+    models = [{"model": str(folders[r]), "parameters": {"weight": 0.5}} for r in ("safety", "language")]
+    cfg = {"merge_method": method, "models": models, "dtype": "bfloat16"}
+    if method != "linear":
+        cfg["base_model"] = str(folders["base"])
+        for m in models:
+            m["parameters"]["density"] = 0.5
+    path = work / f"mergekit-{method}.json"  # JSON is valid YAML
+    path.write_text(json.dumps(cfg))
+    return [str(mergekit_bin), str(path), str(out), "--out-shard-size", "5B"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="1b")
+    ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))
+    ap.add_argument("--methods", default="adaptive", help="safeswap methods to time, comma-separated")
+    ap.add_argument("--mergekit-methods", default="linear", help="mergekit methods to time, comma-separated")
+    ap.add_argument("--mergekit-bin", type=Path, default=Path(".venv-mergekit/bin/mergekit-yaml"))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best wall time is kept")
+    args = ap.parse_args()
+
+    folders = build(args.cache / args.size, args.size)
+    work = args.cache / f"out-{args.size}"
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    contenders = [(f"safeswap {m}", safeswap_cmd(folders, work / "out", m)) for m in args.methods.split(",") if m]
+    if args.mergekit_bin.exists():
+        contenders += [(f"mergekit {m}", mergekit_cmd(args.mergekit_bin, folders, work / "out", m, work))
+                       for m in args.mergekit_methods.split(",") if m]
+    else:
+        print(f"mergekit not found at {args.mergekit_bin}; timing safeswap alone", file=sys.stderr)
+    for label, cmd in contenders:
+        best = None
+        for _ in range(args.repeat):
+            shutil.rmtree(work / "out", ignore_errors=True)
+            warm(folders)
+            wall, rss = run_measured(cmd)
+            best = (wall, rss) if best is None or wall < best[0] else best
+        results.append((label, *best))
+        print(f"{label:<24} wall {best[0]:7.1f} s   peak RSS {best[1]:5.2f} GB", flush=True)
+    shutil.rmtree(work / "out", ignore_errors=True)
+    baseline = next((r for r in results if r[0] == "mergekit linear"), None)
+    if baseline:
+        print(f"\nratios against mergekit linear ({baseline[1]:.1f} s, {baseline[2]:.2f} GB):")
+        for label, wall, rss in results:
+            print(f"  {label:<24} time x{wall / baseline[1]:.2f}   memory x{rss / baseline[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
