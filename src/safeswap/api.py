@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,8 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from safeswap import __version__
-from safeswap.checkpoint import DTYPES, FLOAT_DTYPES
+import torch
+
+from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
+from safeswap.manifest import InputHasher, verify_outputs, write_manifest
+from safeswap.model_card import write_model_card
 from safeswap.figures import decisions_figure, specialization_figure
 from safeswap.inputs import Inputs, fingerprint, open_inputs
 from safeswap.engine import dtype_name, execute, output_dtype
@@ -39,22 +44,22 @@ def _model_records(inputs: Inputs) -> dict[str, dict[str, str]]:
     return {role: {"path": inputs.refs[role], "fingerprint": fingerprint(m)} for role, m in inputs.models.items()}
 
 
-def _measure(inputs: Inputs, show_progress: bool) -> Statistics:
+def _measure(inputs: Inputs, show_progress: bool, allow_nonfinite: bool = False) -> Statistics:
     n = sum(1 for r in inputs.roles.values() if r.scored)
     with task("analysing", n, show_progress, unit="tensors") as advance:
-        tensors = measure(inputs, on_tensor=lambda name: advance(1))
+        tensors = measure(inputs, on_tensor=lambda name: advance(1), allow_nonfinite=allow_nonfinite)
     return Statistics(_model_records(inputs), inputs.receiver.architecture, inputs.num_layers, tensors)
 
 
 def analyze(
     base, safety, language, out: str | os.PathLike | None = None, *, granularity: str = "module",
-    tau: float = 0.001, revision: str | None = None, show_progress: bool = False,
+    tau: float = 0.001, revision: str | None = None, show_progress: bool = False, allow_nonfinite: bool = False,
 ) -> Statistics:
     """Measure how much each expert changed each tensor and unit; optionally write the statistics folder."""
     params = get_method("adaptive").validate_parameters({"granularity": granularity, "tau": tau})
     inputs = open_inputs(_refs(base, safety, language), revision)
     try:
-        stats = _measure(inputs, show_progress)
+        stats = _measure(inputs, show_progress, allow_nonfinite)
     finally:
         inputs.close()
     if out is not None:
@@ -69,12 +74,16 @@ def _method_parameters(method: str, parameters: dict[str, Any] | None, **named) 
     return get_method(method).validate_parameters({**given, **(parameters or {})})
 
 
-def _build_plan(method_name: str, params: dict, stats: Statistics | None, inputs: Inputs | None,
-                outside_layers: str, tokenizer_from: str) -> MergePlan:
+def _check_choices(outside_layers: str, tokenizer_from: str) -> None:
     if outside_layers not in OUTSIDE_CHOICES:
         raise SafeswapError(f"--outside-layers must be one of {', '.join(OUTSIDE_CHOICES)}, got {outside_layers!r}")
     if tokenizer_from not in TOKENIZER_CHOICES:
         raise SafeswapError(f"--tokenizer-from must be one of {', '.join(TOKENIZER_CHOICES)}, got {tokenizer_from!r}")
+
+
+def _build_plan(method_name: str, params: dict, stats: Statistics | None, inputs: Inputs | None,
+                outside_layers: str, tokenizer_from: str) -> MergePlan:
+    _check_choices(outside_layers, tokenizer_from)
     method = get_method(method_name)
     models = stats.models if stats else _model_records(inputs)
     architecture = stats.architecture if stats else inputs.receiver.architecture
@@ -88,10 +97,11 @@ def plan(
     method: str = "adaptive", out: str | os.PathLike | None = None, granularity: str | None = None,
     tau: float | None = None, alpha: float | None = None, parameters: dict[str, Any] | None = None,
     outside_layers: str = "blend", tokenizer_from: str = "language", revision: str | None = None,
-    show_progress: bool = False,
+    show_progress: bool = False, allow_nonfinite: bool = False,
 ) -> MergePlan:
     """Decide every unit; from the models (analysing them) or from a statistics file."""
     params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
+    _check_choices(outside_layers, tokenizer_from)
     stats = None
     if statistics is not None:
         stats = load_statistics(statistics)
@@ -100,7 +110,7 @@ def plan(
         inputs = open_inputs(_refs(base, safety, language), revision)
     try:
         if stats is None and get_method(method).uses_statistics:
-            stats = _measure(inputs, show_progress)
+            stats = _measure(inputs, show_progress, allow_nonfinite)
         result = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
     finally:
         if inputs is not None:
@@ -154,16 +164,33 @@ def _write_figures(plan_: MergePlan, folder: Path) -> None:
     decisions_figure(plan_.units, plan_.num_layers, folder / "decisions.png")
 
 
+def _output_bytes(inputs: Inputs, out_dtype: str | None) -> int:
+    return sum(t.numel * DTYPES[output_dtype(t.dtype, out_dtype)][1] for t in inputs.receiver.tensors.values())
+
+
+def _check_free_space(out: Path, needed: int) -> None:
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if free < needed * 1.02 + (64 << 20):  # shards plus a little for configs, figures, file-system slack
+        raise SafeswapError(
+            f"not enough disk space at {parent}: the merge needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB is free"
+        )
+
+
 def merge(
     base=None, safety=None, language=None, *, out: str | os.PathLike, plan: MergePlan | str | os.PathLike | None = None,
     method: str = "adaptive", granularity: str | None = None, tau: float | None = None, alpha: float | None = None,
     parameters: dict[str, Any] | None = None, outside_layers: str = "blend", tokenizer_from: str = "language",
     dtype: str | None = None, shard_size: str | int = "5GB", force: bool = False, dry_run: bool = False,
-    revision: str | None = None, show_progress: bool = False,
+    revision: str | None = None, show_progress: bool = False, allow_nonfinite: bool = False,
+    command: str | None = None,
 ) -> Path | MergePlan:
     """Analyse, plan and merge in one step, or replay a plan (given as object or file).
 
     Returns the output folder, or the plan when dry_run (nothing is written).
+    `command`, when given, is recorded in the model card as the way to reproduce the merge.
     """
     out = Path(out)
     shard_bytes = parse_size(shard_size)
@@ -174,35 +201,73 @@ def merge(
         inputs = open_inputs(refs, revision)
     else:
         params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
+        _check_choices(outside_layers, tokenizer_from)
         inputs = open_inputs(_refs(base, safety, language), revision)
+    hasher = None
     try:
+        needed = _output_bytes(inputs, out_dtype)
         if not dry_run:
             check_destination(out, force, [m.folder for m in inputs.models.values()])
+            _check_free_space(out, needed)
+            hasher = InputHasher(inputs.models)
         if plan is not None:
             check_fingerprints(plan_, {r: fingerprint(m) for r, m in inputs.models.items()})
         else:
-            stats = _measure(inputs, show_progress) if get_method(method).uses_statistics else None
+            stats = _measure(inputs, show_progress, allow_nonfinite) if get_method(method).uses_statistics else None
             plan_ = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
         ops = _operations(plan_, inputs)
         if dry_run:
             return plan_
-        total = sum(
-            inputs.receiver.tensors[n].numel * DTYPES[output_dtype(inputs.receiver.tensors[n].dtype, out_dtype)][1]
-            for n in ops
-        )
-        with atomic_output(out, force) as tmp, ThreadPoolExecutor(max_workers=1) as side:
+        with atomic_output(out, force, needed) as tmp, ThreadPoolExecutor(max_workers=1) as side:
             # Figures are drawn on a side thread while the main work streams tensors.
             figures = side.submit(_write_figures, plan_, tmp)
-            with task("merging", total, show_progress, unit="bytes") as advance:
-                execute(inputs, ops, tmp, shard_bytes, out_dtype, on_bytes=advance)
+            with task("merging", needed, show_progress, unit="bytes") as advance:
+                _, shard_hashes = execute(inputs, ops, tmp, shard_bytes, out_dtype, on_bytes=advance,
+                                          allow_nonfinite=allow_nonfinite)
             _copy_side_files(inputs, plan_, tmp, out_dtype)
-            plan_.save(tmp / PLAN_FILENAME)
+            plan_path = plan_.save(tmp / PLAN_FILENAME)
             figures.result()
+            write_model_card(plan_, tmp, command)
+            plan_sha = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+            write_manifest(tmp, plan_sha, hasher.result(), shard_hashes)
     finally:
+        if hasher is not None:
+            hasher.cancel()
         inputs.close()
     if show_progress:
         console.print(f"[green]merged model written to[/green] {out}")
     return out
 
 
-__all__ = ["analyze", "plan", "merge", "__version__"]
+def verify(folder: str | os.PathLike, inputs: bool = False, show_progress: bool = False) -> dict[str, int]:
+    """Check a merged folder against its manifest; with inputs, every taken tensor against its source.
+
+    Raises SafeswapError naming the first shard or tensor that differs.
+    """
+    folder = Path(folder)
+    shards = verify_outputs(folder)
+    counts = {"shards": shards, "tensors": 0}
+    if not inputs:
+        return counts
+    plan_ = load_plan(folder / PLAN_FILENAME)
+    opened = open_inputs({r: m["path"] for r, m in plan_.models.items()})
+    try:
+        check_fingerprints(plan_, {r: fingerprint(m) for r, m in opened.models.items()})
+        merged = Checkpoint(folder, "merged")
+        ops = _operations(plan_, opened)
+        takes = [n for n, op in ops.items() if isinstance(op, Take)]
+        with merged, task("verifying", len(takes), show_progress, unit="tensors") as advance:
+            for name in takes:
+                source = opened.models[ops[name].role]
+                if merged.tensors[name].dtype != source.tensors[name].dtype:
+                    continue  # converted by --dtype: not a byte copy
+                if not torch.equal(merged.read_raw(name), source.read_raw(name)):
+                    raise SafeswapError(f"tensor {name} differs from the {ops[name].role} model it was taken from")
+                counts["tensors"] += 1
+                advance(1)
+    finally:
+        opened.close()
+    return counts
+
+
+__all__ = ["analyze", "plan", "merge", "verify", "__version__"]

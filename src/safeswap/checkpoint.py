@@ -118,12 +118,24 @@ def read_header(path: Path) -> tuple[dict, int, bytes]:
     return header, data_start, raw
 
 
+def _allowed_roots(folder: Path) -> list[Path]:
+    """Where a model folder's files may really live.
+
+    The folder itself, and for a Hugging Face cache snapshot (…/models--org--name/
+    snapshots/<rev>/, whose files are symlinks into ../../blobs) that repo's blobs.
+    """
+    roots = [folder.resolve()]
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        roots.append((folder.parent.parent / "blobs").resolve())
+    return roots
+
+
 def _inside(folder: Path, target: Path) -> bool:
-    try:
-        target.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
+    resolved = target.resolve()
+    for root in _allowed_roots(folder):
+        if resolved == root or root in resolved.parents:
+            return True
+    return False
 
 
 def list_shards(folder: Path) -> list[Path]:

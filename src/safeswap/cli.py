@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,7 @@ GRANULARITY = typer.Option(None, "--granularity", help="Unit of decision: layer 
 TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau blends the experts. [default: 0.001]")
 ALPHA = typer.Option(None, "--alpha", help="Safety expert's weight in blends: alpha*S + (1-alpha)*L. [default: 0.5]")
 OUTSIDE = typer.Option("blend", "--outside-layers", help="Embeddings, final norm, LM head: blend | language | safety.")
+NONFINITE = typer.Option(False, "--allow-nonfinite", help="Merge even if an input tensor holds NaN or Inf (refused by default).")
 TOKENIZER = typer.Option("language", "--tokenizer-from", help="Tokenizer and chat template from: base | safety | language.")
 
 
@@ -48,6 +50,7 @@ def analyze(
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     revision: Optional[str] = REVISION,
+    allow_nonfinite: bool = NONFINITE,
 ):
     """Measure how much each expert changed each layer and module of the base.
 
@@ -58,7 +61,7 @@ def analyze(
 
     _require(base=base, safety=safety, language=language)
     api.analyze(base, safety, language, out, granularity=granularity or "module", tau=0.001 if tau is None else tau,
-                revision=revision, show_progress=True)
+                revision=revision, show_progress=True, allow_nonfinite=allow_nonfinite)
     typer.echo(f"statistics written to {out}")
 
 
@@ -69,13 +72,23 @@ def plan(
     language: Optional[str] = LANGUAGE,
     statistics: Optional[Path] = typer.Option(None, "--statistics", help="Plan from a statistics folder/file written by `analyze` instead of reading the models again."),
     out: Path = typer.Option(Path("safeswap-plan.yaml"), "--out", help="Plan file (YAML) to write."),
-    method: str = typer.Option("adaptive", "--method", help="Merge method."),
+    method: str = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties."),
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
+    bottom: Optional[str] = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top."),
+    top: Optional[int] = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert."),
+    transition_bottom: Optional[int] = typer.Option(None, "--transition-bottom", help="layer-swap: blended layers between the bottom and the middle. [default: 0]"),
+    transition_top: Optional[int] = typer.Option(None, "--transition-top", help="layer-swap: blended layers between the middle and the top. [default: 0]"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="linear, task-arithmetic, ties, dare-*: expert weights 'safety,language', e.g. 0.7,0.3."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Divide by the sum of the weights. [default: on for linear and ties, off otherwise]"),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]"),
+    density: Optional[float] = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]"),
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     revision: Optional[str] = REVISION,
+    allow_nonfinite: bool = NONFINITE,
 ):
     """Decide, for every unit, which expert it comes from; write a reviewable plan file.
 
@@ -83,11 +96,17 @@ def plan(
     """
     from safeswap import api
 
+    from safeswap.methods.parameters import flag_parameters
+
+    parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
+                                 transition_top=transition_top, weights=weights, normalize=normalize,
+                                 lambda_=lambda_, density=density, seed=seed)
     if statistics is None:
         _require(base=base, safety=safety, language=language)
     result = api.plan(base, safety, language, statistics=statistics, method=method, out=out, granularity=granularity,
-                      tau=tau, alpha=alpha, outside_layers=outside_layers, tokenizer_from=tokenizer_from,
-                      revision=revision, show_progress=True)
+                      tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers,
+                      tokenizer_from=tokenizer_from, revision=revision, show_progress=True,
+                      allow_nonfinite=allow_nonfinite)
     counts = {k: sum(1 for u in result.units if u["decision"] == k) for k in ("safety", "language", "blend")}
     typer.echo(f"plan written to {out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
@@ -99,10 +118,19 @@ def merge(
     language: Optional[str] = LANGUAGE,
     out: Path = typer.Option(..., "--out", help="Output folder for the merged model (must not exist or be empty)."),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="Replay this plan file instead of deciding anew."),
-    method: str = typer.Option("adaptive", "--method", help="Merge method."),
+    method: str = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties."),
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
+    bottom: Optional[str] = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top."),
+    top: Optional[int] = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert."),
+    transition_bottom: Optional[int] = typer.Option(None, "--transition-bottom", help="layer-swap: blended layers between the bottom and the middle. [default: 0]"),
+    transition_top: Optional[int] = typer.Option(None, "--transition-top", help="layer-swap: blended layers between the middle and the top. [default: 0]"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="linear, task-arithmetic, ties, dare-*: expert weights 'safety,language', e.g. 0.7,0.3."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Divide by the sum of the weights. [default: on for linear and ties, off otherwise]"),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]"),
+    density: Optional[float] = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]"),
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32. [default: the inputs' dtype]"),
@@ -110,6 +138,7 @@ def merge(
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the inputs and print the decisions; write nothing."),
     revision: Optional[str] = REVISION,
+    allow_nonfinite: bool = NONFINITE,
 ):
     """Analyse, plan and merge in one step, or replay a plan with --plan.
 
@@ -117,14 +146,91 @@ def merge(
     """
     from safeswap import api
 
+    from safeswap.methods.parameters import flag_parameters
+
+    parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
+                                 transition_top=transition_top, weights=weights, normalize=normalize,
+                                 lambda_=lambda_, density=density, seed=seed)
     if plan_file is None:
         _require(base=base, safety=safety, language=language)
     result = api.merge(base, safety, language, out=out, plan=plan_file, method=method, granularity=granularity,
-                       tau=tau, alpha=alpha, outside_layers=outside_layers, tokenizer_from=tokenizer_from, dtype=dtype,
-                       shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True)
+                       tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers, tokenizer_from=tokenizer_from, dtype=dtype,
+                       shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
+                       allow_nonfinite=allow_nonfinite, command="safeswap " + shlex.join(sys.argv[1:]))
     if dry_run:
         counts = {k: sum(1 for u in result.units if u["decision"] == k) for k in ("safety", "language", "blend")}
         typer.echo("dry run: inputs are compatible; " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+@app.command("show-plan")
+def show_plan(
+    plan_file: Path = typer.Argument(..., help="Plan file (or a merged folder holding one)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A folder with the model's weights, for parameter shares. [default: the plan's language expert]"),
+):
+    """Print a plan's decisions as a table (unit, decision, d, p_S, p_L) and a one-line summary."""
+    from rich.console import Console
+
+    from safeswap.merge_plan import load_plan
+    from safeswap.plan_inspect import decision_table, format_parameters, summary_line, tensor_sizes
+
+    loaded = load_plan(plan_file)
+    console = Console()
+    console.print(f"[bold]{loaded.method}[/bold] plan, {loaded.architecture}, {loaded.num_layers} layers; "
+                  f"{format_parameters(loaded)}", highlight=False)
+    if loaded.units:
+        console.print(decision_table(loaded))
+    console.print(summary_line(loaded, tensor_sizes(loaded, model)), highlight=False)
+
+
+@app.command("diff-plans")
+def diff_plans(
+    plan_a: Path = typer.Argument(..., help="First plan file."),
+    plan_b: Path = typer.Argument(..., help="Second plan file."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A folder with the model's weights, to compare tensor by tensor. [default: the plans' language expert]"),
+):
+    """Show where two plans disagree: settings, unit decisions, and tensors whose operation differs."""
+    from rich.console import Console
+
+    from safeswap.merge_plan import load_plan
+    from safeswap.plan_inspect import diff_plans as compare, diff_table, tensor_sizes
+
+    a, b = load_plan(plan_a), load_plan(plan_b)
+    sizes = tensor_sizes(a, model) if model is not None else None
+    console = Console()
+    for item in diff_table(compare(a, b, sizes), label_a=plan_a.name, label_b=plan_b.name):
+        console.print(item, highlight=False)
+
+
+@app.command("export-mergekit")
+def export_mergekit(
+    plan_file: Path = typer.Argument(..., help="Plan file (or a merged folder holding one)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the YAML here instead of printing it."),
+    out_dtype: Optional[str] = typer.Option(None, "--out-dtype", help="mergekit out_dtype: bfloat16 | float16 | float32. [default: the language expert's dtype]"),
+):
+    """Write the mergekit (0.1.5) configuration that merges to the same weights as the plan."""
+    from safeswap.mergekit_export import export_mergekit as export
+
+    text = export(plan_file, out, out_dtype)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        typer.echo(f"mergekit configuration written to {out}; run: mergekit-yaml {out} OUT_DIR")
+
+
+@app.command()
+def verify(
+    folder: Path = typer.Argument(..., help="A merged folder written by `safeswap merge`."),
+    inputs: bool = typer.Option(False, "--inputs", help="Also re-read every tensor taken whole from an expert and check it is byte-identical to its source."),
+):
+    """Check a merged folder: shard sha256s against safeswap-manifest.json, and optionally every taken tensor.
+
+    Exits non-zero naming the first shard or tensor that differs.
+    """
+    from safeswap import api
+
+    counts = api.verify(folder, inputs=inputs, show_progress=True)
+    extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""
+    typer.echo(f"ok: {counts['shards']} shards match the manifest{extra}")
 
 
 def main() -> None:

@@ -67,13 +67,28 @@ def _work_items(inputs: Inputs, names: list[str], ops: dict) -> list[tuple[str, 
 _workspace = Workspace()
 
 
-def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str, out: torch.Tensor) -> torch.Tensor:
+def _check_finite(inputs: Inputs, op, name: str, first: int, rows: int | None, values: torch.Tensor) -> None:
+    """Refuse NaN/Inf, naming the tensor and the model that holds it (looked up only on failure)."""
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        for role in op.roles:
+            if not bool(torch.isfinite(inputs.models[role].read(name, first, rows)).all()):
+                raise SafeswapError(
+                    f"tensor {name} holds NaN or Inf values in the {role} model (use --allow-nonfinite to merge anyway)"
+                )
+        raise SafeswapError(f"merging tensor {name} produced NaN or Inf values (use --allow-nonfinite to merge anyway)")
+
+
+def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str, out: torch.Tensor,
+             check_finite: bool) -> torch.Tensor:
     """Fill `out` (a uint8 buffer) with the output bytes of one chunk; returns the filled part."""
     ws = _workspace
     if isinstance(op, Take):
         model = inputs.models[op.role]
         if model.tensors[name].dtype == out_dtype:
-            return model.read_raw(name, first, rows, out=out)
+            raw = model.read_raw(name, first, rows, out=out)
+            if check_finite:
+                _check_finite(inputs, op, name, first, rows, raw.view(DTYPES[out_dtype][0]))
+            return raw
         values = model.read(name, first, rows, out=ws.get("raw", out.numel()))
     elif getattr(op, "elementwise", False):
         # Decode each input into a reused float32 buffer; the operation may work in place.
@@ -85,6 +100,8 @@ def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dt
     else:
         tensors = {r: inputs.models[r].read(name, first, rows).float() for r in op.roles}
         values = op.compute(tensors, name)
+    if check_finite:
+        _check_finite(inputs, op, name, first, rows, values)
     result = out[: values.numel() * DTYPES[out_dtype][1]].view(DTYPES[out_dtype][0]).view(values.shape)
     result.copy_(values)
     return out[: result.numel() * DTYPES[out_dtype][1]]
@@ -97,6 +114,7 @@ def execute(
     shard_size: int,
     dtype: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[list[OutputTensor], dict[str, str]]:
     """Write every tensor of the receiver, per its operation, as shards in folder.
 
@@ -124,7 +142,8 @@ def execute(
             if item is not None:
                 name, first, rows = item
                 buf = free.get()
-                future = pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name], buf)
+                future = pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name], buf,
+                                     not allow_nonfinite)
                 pending.append((name, buf, future))
 
         for _ in range(WINDOW):

@@ -78,11 +78,10 @@ def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None)
             raise SafeswapError(f"no {role} model given")
         folder = resolve_model(ref, role, revision)
         models[role] = Checkpoint(folder, role)
-    first = next(iter(models.values()))
-    family = family_for(first.architecture, first.role)
-    inputs = Inputs(models, family, refs={r: str(v) for r, v in refs.items()})
+    inputs = Inputs(models, None, refs={r: str(v) for r, v in refs.items()})  # type: ignore[arg-type]
     preflight(inputs)
-    inputs.roles = {name: classify(family, name) for name in inputs.tensor_names()}
+    inputs.family = family_for(inputs.receiver.architecture)
+    inputs.roles = {name: classify(inputs.family, name) for name in inputs.tensor_names()}
     return inputs
 
 
@@ -103,6 +102,7 @@ def preflight(inputs: Inputs) -> None:
     ref = inputs.receiver
     for m in models:
         family_for(m.architecture, m.role)
+    for m in models:
         if m.architecture != ref.architecture:
             raise SafeswapError(
                 f"architectures differ: {ref.role} is {ref.architecture}, {m.role} is {m.architecture}"

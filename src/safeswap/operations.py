@@ -53,6 +53,11 @@ class Linear:
         return " + ".join(f"{w:g}*{r}" for r, w in self.weights)
 
 
-def blend(alpha: float) -> Linear:
-    """alpha * safety + (1 - alpha) * language."""
-    return Linear((("safety", float(alpha)), ("language", 1.0 - float(alpha))))
+def blend(alpha: float) -> Take | Linear:
+    """alpha * safety + (1 - alpha) * language; alpha 1 or 0 is a plain take (exact bytes, signed zeros kept)."""
+    alpha = float(alpha)
+    if alpha == 1.0:
+        return Take("safety")
+    if alpha == 0.0:
+        return Take("language")
+    return Linear((("safety", alpha), ("language", 1.0 - alpha)))

@@ -22,7 +22,7 @@ console = Console(stderr=True)
 @contextlib.contextmanager
 def task(description: str, total: float, enabled: bool, unit: str = "items") -> Iterator[Callable[[float], None]]:
     """Yield advance(n); shows a bar with elapsed and remaining time when enabled."""
-    if not enabled:
+    if not enabled or not console.is_terminal:  # no bars in logs and pipes: errors stay one line
         yield lambda n=1: None
         return
     counter = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()

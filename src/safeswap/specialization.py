@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from safeswap.checkpoint import Workspace, row_chunks
+from safeswap.checkpoint import FLOAT_DTYPES, Workspace, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
 
@@ -77,19 +77,26 @@ def relative_change(delta: float, base_norm: float) -> float:
 _workspace = Workspace()
 
 
-def _norms(inputs: Inputs, name: str) -> tuple[float, float, float]:
-    """(||B||, ||S - B||, ||L - B||) of one tensor, in float32, chunk by chunk."""
+def _norms(inputs: Inputs, name: str, allow_nonfinite: bool = False) -> tuple[float, float, float]:
+    """(||B||, ||S - B||, ||L - B||) of one tensor, in float32, chunk by chunk.
+
+    NaN/Inf is refused; with allow_nonfinite, non-finite entries count as zero.
+    """
     base, safety, language = (inputs.models[r] for r in ("base", "safety", "language"))
     info = base.tensors[name]
     ws = _workspace
     sq_b = sq_s = sq_l = 0.0
     for first, rows in row_chunks(info, CHUNK_ELEMENTS):
         b_stored = base.read(name, first, rows, out=ws.get("raw_a", CHUNK_ELEMENTS * info.itemsize))
-        b = ws.floats("base", b_stored.numel())[: b_stored.numel()].view(b_stored.shape).copy_(b_stored)
+        b = ws.floats("base", b_stored.numel()).view(b_stored.shape).copy_(b_stored)
+        if allow_nonfinite:
+            b.nan_to_num_(0.0, 0.0, 0.0)
         x = ws.floats("expert", b.numel()).view(b.shape)
         squares = []
         for model in (safety, language):
             x.copy_(model.read(name, first, rows, out=ws.get("raw_b", CHUNK_ELEMENTS * info.itemsize)))
+            if allow_nonfinite:
+                x.nan_to_num_(0.0, 0.0, 0.0)
             squares.append(torch.linalg.vector_norm(x.sub_(b)).item() ** 2)
         nb = torch.linalg.vector_norm(b).item()
         # Sum squares of chunk norms in float64: exact enough, order fixed by chunking.
@@ -97,11 +104,28 @@ def _norms(inputs: Inputs, name: str) -> tuple[float, float, float]:
     norms = (math.sqrt(sq_b), math.sqrt(sq_s), math.sqrt(sq_l))
     if not all(math.isfinite(x) for x in norms):
         who = "base" if not math.isfinite(norms[0]) else ("safety" if not math.isfinite(norms[1]) else "language")
-        raise SafeswapError(f"tensor {name} holds NaN or Inf values in the {who} model")
+        raise SafeswapError(
+            f"tensor {name} holds NaN or Inf values in the {who} model (use --allow-nonfinite to merge anyway)"
+        )
     return norms
 
 
-def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None) -> list[TensorStat]:
+def _check_finite(inputs: Inputs, name: str) -> None:
+    """NaN/Inf check of an unscored tensor (norms, embeddings, LM head) in every input model."""
+    for role, model in inputs.models.items():
+        info = model.tensors[name]
+        if info.dtype not in FLOAT_DTYPES:
+            continue
+        for first, rows in row_chunks(info, CHUNK_ELEMENTS):
+            chunk = model.read(name, first, rows, out=_workspace.get("raw_a", CHUNK_ELEMENTS * info.itemsize))
+            if not bool(torch.isfinite(chunk).all()):
+                raise SafeswapError(
+                    f"tensor {name} holds NaN or Inf values in the {role} model (use --allow-nonfinite to merge anyway)"
+                )
+
+
+def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None,
+            allow_nonfinite: bool = False) -> list[TensorStat]:
     """Statistics of every scored tensor, in the receiver's storage order.
 
     Two worker threads: reads (pread) and torch kernels both release the GIL, so
@@ -110,7 +134,10 @@ def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None) -> l
     names = [n for n in inputs.tensor_names() if inputs.roles[n].scored]
     stats: list[TensorStat] = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for name, (nb, ns, nl) in zip(names, pool.map(lambda n: _norms(inputs, n), names)):
+        if not allow_nonfinite:  # scored tensors are checked through their norms below
+            unscored = [n for n in inputs.tensor_names() if not inputs.roles[n].scored]
+            list(pool.map(lambda n: _check_finite(inputs, n), unscored))
+        for name, (nb, ns, nl) in zip(names, pool.map(lambda n: _norms(inputs, n, allow_nonfinite), names)):
             role = inputs.roles[name]
             numel = inputs.base.tensors[name].numel
             stats.append(TensorStat(name, role.layer, role.module, role.projection, numel, nb, ns, nl))

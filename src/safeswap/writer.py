@@ -99,7 +99,7 @@ def check_destination(destination: Path, force: bool, inputs: list[Path] = ()) -
 
 
 @contextlib.contextmanager
-def atomic_output(destination: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_output(destination: str | os.PathLike, force: bool = False, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces destination, on any failure it is removed.
 
     SIGTERM is turned into an exception so that the cleanup runs; SIGKILL leaves
@@ -125,7 +125,8 @@ def atomic_output(destination: str | os.PathLike, force: bool = False) -> Iterat
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
-            raise SafeswapError(f"disk full while writing {destination}; the partial output was removed") from None
+            need = f"; the merge needs {needed_bytes / 1e9:.2f} GB" if needed_bytes else ""
+            raise SafeswapError(f"disk full while writing {destination}; the partial output was removed{need}") from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
