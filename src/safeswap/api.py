@@ -19,7 +19,7 @@ from safeswap.manifest import InputHasher, verify_outputs, write_manifest
 from safeswap.model_card import write_model_card
 from safeswap.figures import decisions_figure, specialization_figure
 from safeswap.inputs import Inputs, fingerprint, open_inputs
-from safeswap.engine import dtype_name, execute, output_dtype
+from safeswap.engine import OutputJob, dtype_name, execute, output_dtype
 from safeswap.methods import get_method
 from safeswap.operations import Take
 from safeswap.merge_plan import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan
@@ -164,6 +164,17 @@ def _write_figures(plan_: MergePlan, folder: Path) -> None:
     decisions_figure(plan_.units, plan_.num_layers, folder / "decisions.png")
 
 
+def finish_output(inputs: Inputs, plan_: MergePlan, folder: Path, shard_hashes: dict[str, str],
+                  input_hashes: dict, out_dtype: str | None, command: str | None) -> None:
+    """Everything a merged folder holds besides its shards and figures: configs, tokenizer,
+    plan, model card and manifest."""
+    _copy_side_files(inputs, plan_, folder, out_dtype)
+    plan_path = plan_.save(folder / PLAN_FILENAME)
+    write_model_card(plan_, folder, command)
+    plan_sha = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    write_manifest(folder, plan_sha, input_hashes, shard_hashes)
+
+
 def _output_bytes(inputs: Inputs, out_dtype: str | None) -> int:
     return sum(t.numel * DTYPES[output_dtype(t.dtype, out_dtype)][1] for t in inputs.receiver.tensors.values())
 
@@ -222,14 +233,10 @@ def merge(
             # Figures are drawn on a side thread while the main work streams tensors.
             figures = side.submit(_write_figures, plan_, tmp)
             with task("merging", needed, show_progress, unit="bytes") as advance:
-                _, shard_hashes = execute(inputs, ops, tmp, shard_bytes, out_dtype, on_bytes=advance,
+                (shard_hashes,) = execute(inputs, [OutputJob(tmp, ops)], shard_bytes, out_dtype, on_bytes=advance,
                                           allow_nonfinite=allow_nonfinite)
-            _copy_side_files(inputs, plan_, tmp, out_dtype)
-            plan_path = plan_.save(tmp / PLAN_FILENAME)
             figures.result()
-            write_model_card(plan_, tmp, command)
-            plan_sha = hashlib.sha256(plan_path.read_bytes()).hexdigest()
-            write_manifest(tmp, plan_sha, hasher.result(), shard_hashes)
+            finish_output(inputs, plan_, tmp, shard_hashes, hasher.result(), out_dtype, command)
     finally:
         if hasher is not None:
             hasher.cancel()

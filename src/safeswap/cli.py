@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -115,7 +115,7 @@ def plan(
 def merge(
     base: Optional[str] = BASE,
     safety: Optional[str] = SAFETY,
-    language: Optional[str] = LANGUAGE,
+    language: Optional[List[str]] = typer.Option(None, "--language", help="Target-language expert (folder or hub id); the output keeps its config. Repeat as CODE=PATH (e.g. --language ko=./ko --language sw=./sw) to merge several languages into OUT/<code>/, reading the base and safety expert once."),
     out: Path = typer.Option(..., "--out", help="Output folder for the merged model (must not exist or be empty)."),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="Replay this plan file instead of deciding anew."),
     method: str = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties."),
@@ -153,10 +153,22 @@ def merge(
                                  lambda_=lambda_, density=density, seed=seed)
     if plan_file is None:
         _require(base=base, safety=safety, language=language)
+    command = "safeswap " + shlex.join(sys.argv[1:])
+    if language and (len(language) > 1 or "=" in language[0] and not Path(language[0]).exists()):
+        from safeswap.multilang import merge_languages, parse_language_args
+
+        if plan_file is not None or dry_run:
+            raise SafeswapError("--plan and --dry-run take a single --language")
+        merge_languages(base, safety, parse_language_args(language), out=out, method=method, granularity=granularity,
+                        tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers,
+                        tokenizer_from=tokenizer_from, dtype=dtype, shard_size=shard_size, force=force,
+                        revision=revision, show_progress=True, allow_nonfinite=allow_nonfinite, command=command)
+        return
+    language = language[0] if language else None
     result = api.merge(base, safety, language, out=out, plan=plan_file, method=method, granularity=granularity,
                        tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers, tokenizer_from=tokenizer_from, dtype=dtype,
                        shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
-                       allow_nonfinite=allow_nonfinite, command="safeswap " + shlex.join(sys.argv[1:]))
+                       allow_nonfinite=allow_nonfinite, command=command)
     if dry_run:
         counts = {k: sum(1 for u in result.units if u["decision"] == k) for k in ("safety", "language", "blend")}
         typer.echo("dry run: inputs are compatible; " + ", ".join(f"{v} {k}" for k, v in counts.items()))
@@ -231,6 +243,20 @@ def verify(
     counts = api.verify(folder, inputs=inputs, show_progress=True)
     extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""
     typer.echo(f"ok: {counts['shards']} shards match the manifest{extra}")
+
+
+def _mount_subcommands() -> None:
+    """Evaluation and report commands live beside their code; mounted here so `safeswap --help` lists them."""
+    from safeswap.evaluation.cli import eval_app
+    from safeswap.evaluation.general_cli import general_command
+    from safeswap.report.cli import report_command
+
+    eval_app.command("general")(general_command)
+    app.add_typer(eval_app, name="eval")
+    app.command("report")(report_command)
+
+
+_mount_subcommands()
 
 
 def main() -> None:

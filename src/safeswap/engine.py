@@ -14,8 +14,11 @@ in flight, so memory is a few chunks whatever the model size.
 from __future__ import annotations
 
 import queue
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -52,12 +55,25 @@ def dtype_name(dtype: str | torch.dtype | None) -> str | None:
     return name
 
 
-def _work_items(inputs: Inputs, names: list[str], ops: dict) -> list[tuple[str, int, int | None]]:
+@dataclass
+class OutputJob:
+    """One merged model to write: its folder, per-tensor operations, and which input
+    model each operation role reads (several jobs share the base and safety reads)."""
+
+    folder: Path
+    ops: dict
+    models: dict[str, str] = field(default_factory=lambda: {"base": "base", "safety": "safety", "language": "language"})
+
+
+def _elementwise(op) -> bool:
+    return isinstance(op, Take) or getattr(op, "elementwise", False)
+
+
+def _work_items(inputs: Inputs, names: list[str], jobs: list[OutputJob]) -> list[tuple[str, int, int | None]]:
     items = []
     for name in names:
-        op = ops[name]
         info = inputs.receiver.tensors[name]
-        if isinstance(op, Take) or getattr(op, "elementwise", False):
+        if all(_elementwise(job.ops[name]) for job in jobs):
             items.extend((name, first, rows) for first, rows in row_chunks(info, CHUNK_ELEMENTS))
         else:
             items.append((name, 0, None))
@@ -67,72 +83,99 @@ def _work_items(inputs: Inputs, names: list[str], ops: dict) -> list[tuple[str, 
 _workspace = Workspace()
 
 
-def _check_finite(inputs: Inputs, op, name: str, first: int, rows: int | None, values: torch.Tensor) -> None:
+class _ChunkReader:
+    """Reads each input model's part of one chunk at most once, whatever number of jobs use it."""
+
+    def __init__(self, inputs: Inputs, name: str, first: int, rows: int | None):
+        self.inputs, self.name, self.first, self.rows = inputs, name, first, rows
+        self.stored: dict[str, torch.Tensor] = {}
+
+    def raw(self, key: str, into: torch.Tensor | None = None) -> torch.Tensor:
+        """Stored bytes of model `key`; read into `into` (then kept there) when not read yet."""
+        if key not in self.stored:
+            buffer = into if into is not None else _workspace.get(f"raw:{key}", CHUNK_ELEMENTS * 8)
+            self.stored[key] = self.inputs.models[key].read_raw(self.name, self.first, self.rows, out=buffer)
+        return self.stored[key]
+
+    def values(self, key: str) -> torch.Tensor:
+        info = self.inputs.models[key].tensors[self.name]
+        flat = self.raw(key).view(DTYPES[info.dtype][0])
+        return flat.reshape((-1,) + info.shape[1:]) if info.shape else flat.reshape(())
+
+    def whole(self, key: str) -> torch.Tensor:
+        return self.inputs.models[key].read(self.name, self.first, self.rows)
+
+
+def _check_finite(reader: _ChunkReader, keys: list[str], values: torch.Tensor) -> None:
     """Refuse NaN/Inf, naming the tensor and the model that holds it (looked up only on failure)."""
     if values.is_floating_point() and not bool(torch.isfinite(values).all()):
-        for role in op.roles:
-            if not bool(torch.isfinite(inputs.models[role].read(name, first, rows)).all()):
-                raise SafeswapError(
-                    f"tensor {name} holds NaN or Inf values in the {role} model (use --allow-nonfinite to merge anyway)"
-                )
-        raise SafeswapError(f"merging tensor {name} produced NaN or Inf values (use --allow-nonfinite to merge anyway)")
+        for key in keys:
+            if not bool(torch.isfinite(reader.whole(key)).all()):
+                raise SafeswapError(f"tensor {reader.name} holds NaN or Inf values in the {key} model "
+                                    "(use --allow-nonfinite to merge anyway)")
+        raise SafeswapError(f"merging tensor {reader.name} produced NaN or Inf values (use --allow-nonfinite to merge anyway)")
 
 
-def _produce(inputs: Inputs, op, name: str, first: int, rows: int | None, out_dtype: str, out: torch.Tensor,
-             check_finite: bool) -> torch.Tensor:
-    """Fill `out` (a uint8 buffer) with the output bytes of one chunk; returns the filled part."""
-    ws = _workspace
+def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torch.Tensor, check: bool) -> torch.Tensor:
+    """Fill `out` (a uint8 buffer) with one job's output bytes for the chunk; returns the filled part."""
+    op = job.ops[reader.name]
+    keys = [job.models[r] for r in op.roles]
+    itemsize, torch_dtype = DTYPES[out_dtype][1], DTYPES[out_dtype][0]
     if isinstance(op, Take):
-        model = inputs.models[op.role]
-        if model.tensors[name].dtype == out_dtype:
-            raw = model.read_raw(name, first, rows, out=out)
-            if check_finite:
-                _check_finite(inputs, op, name, first, rows, raw.view(DTYPES[out_dtype][0]))
+        key = keys[0]
+        if reader.inputs.models[key].tensors[reader.name].dtype == out_dtype:
+            raw = reader.raw(key, into=out)
+            if raw.data_ptr() != out.data_ptr():  # already read for another job: copy its bytes
+                raw = out[: raw.numel()].copy_(raw)
+            if check:
+                _check_finite(reader, keys, raw.view(torch_dtype))
             return raw
-        values = model.read(name, first, rows, out=ws.get("raw", out.numel()))
+        values = reader.values(key)
     elif getattr(op, "elementwise", False):
         # Decode each input into a reused float32 buffer; the operation may work in place.
         tensors = {}
-        for i, role in enumerate(op.roles):
-            stored = inputs.models[role].read(name, first, rows, out=ws.get("raw", CHUNK_ELEMENTS * 8))
-            tensors[role] = ws.floats(f"f{i}", stored.numel()).view(stored.shape).copy_(stored)
-        values = op.compute(tensors, name)
+        for i, (role, key) in enumerate(zip(op.roles, keys)):
+            stored = reader.values(key)
+            tensors[role] = _workspace.floats(f"f{i}", stored.numel()).view(stored.shape).copy_(stored)
+        values = op.compute(tensors, reader.name)
     else:
-        tensors = {r: inputs.models[r].read(name, first, rows).float() for r in op.roles}
-        values = op.compute(tensors, name)
-    if check_finite:
-        _check_finite(inputs, op, name, first, rows, values)
-    result = out[: values.numel() * DTYPES[out_dtype][1]].view(DTYPES[out_dtype][0]).view(values.shape)
+        values = op.compute({r: reader.whole(k).float() for r, k in zip(op.roles, keys)}, reader.name)
+    if check:
+        _check_finite(reader, keys, values)
+    result = out[: values.numel() * itemsize].view(torch_dtype).view(values.shape)
     result.copy_(values)
-    return out[: result.numel() * DTYPES[out_dtype][1]]
+    return out[: result.numel() * itemsize]
+
+
+def _produce(inputs: Inputs, jobs: list[OutputJob], name: str, first: int, rows: int | None, out_dtype: str,
+             buffers: list[torch.Tensor], check: bool) -> list[torch.Tensor]:
+    reader = _ChunkReader(inputs, name, first, rows)
+    return [_produce_one(reader, job, out_dtype, buf, check) for job, buf in zip(jobs, buffers)]
 
 
 def execute(
     inputs: Inputs,
-    ops: dict,
-    folder,
+    jobs: list[OutputJob],
     shard_size: int,
     dtype: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
     allow_nonfinite: bool = False,
-) -> tuple[list[OutputTensor], dict[str, str]]:
-    """Write every tensor of the receiver, per its operation, as shards in folder.
+) -> list[dict[str, str]]:
+    """Write every tensor of the receiver, per each job's operations, as shards in each job's folder.
 
-    Returns the output tensors and {shard filename: sha256}.
+    Every input chunk is read once for all jobs. Returns, per job, {shard filename: sha256}.
     """
     names = inputs.tensor_names()
-    outputs = []
-    for name in names:
-        info = inputs.receiver.tensors[name]
-        outputs.append(OutputTensor(name, output_dtype(info.dtype, dtype), info.shape))
+    outputs = [OutputTensor(n, output_dtype(inputs.receiver.tensors[n].dtype, dtype), inputs.receiver.tensors[n].shape)
+               for n in names]
     out_dtypes = {t.name: t.dtype for t in outputs}
-    writer = ShardedWriter(folder, outputs, shard_size)
-    items = _work_items(inputs, names, ops)
-    # A fixed pool of output buffers: a chunk's buffer returns to the pool once written.
-    largest = max((t.nbytes for t in outputs if not getattr(ops[t.name], "elementwise", True)), default=0)
+    writers = [ShardedWriter(job.folder, outputs, shard_size) for job in jobs]
+    items = _work_items(inputs, names, jobs)
+    # A fixed pool of output buffer sets: a chunk's buffers return to the pool once written and hashed.
+    largest = max((t.nbytes for t in outputs if not all(_elementwise(j.ops[t.name]) for j in jobs)), default=0)
     free: queue.SimpleQueue = queue.SimpleQueue()
     for _ in range(WINDOW):
-        free.put(torch.empty(max(CHUNK_ELEMENTS * 8, largest), dtype=torch.uint8))
+        free.put([torch.empty(max(CHUNK_ELEMENTS * 8, largest), dtype=torch.uint8) for _ in jobs])
     pending: deque = deque()
     with ThreadPoolExecutor(max_workers=2) as pool:
         it = iter(items)
@@ -141,19 +184,33 @@ def execute(
             item = next(it, None)
             if item is not None:
                 name, first, rows = item
-                buf = free.get()
-                future = pool.submit(_produce, inputs, ops[name], name, first, rows, out_dtypes[name], buf,
+                buffers = free.get()
+                future = pool.submit(_produce, inputs, jobs, name, first, rows, out_dtypes[name], buffers,
                                      not allow_nonfinite)
-                pending.append((name, buf, future))
+                pending.append((name, buffers, future))
 
         for _ in range(WINDOW):
             submit_next()
         while pending:
-            name, buf, future = pending.popleft()
-            chunk = future.result()
-            hashed = writer.write(name, memoryview(chunk.numpy()))
+            name, buffers, future = pending.popleft()
+            hashed = [writer.write(name, memoryview(chunk.numpy())) for writer, chunk in zip(writers, future.result())]
             if on_bytes:
-                on_bytes(chunk.numel())
-            hashed.add_done_callback(lambda _, buf=buf: free.put(buf))
+                on_bytes(sum(chunk.numel() for chunk in future.result()))
+            _when_all_done(hashed, lambda buffers=buffers: free.put(buffers))
             submit_next()
-    return outputs, writer.close()
+    return [writer.close() for writer in writers]
+
+
+def _when_all_done(futures: list, callback: Callable[[], None]) -> None:
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def done(_):
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            callback()
+
+    for f in futures:
+        f.add_done_callback(done)

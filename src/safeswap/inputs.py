@@ -47,6 +47,7 @@ class Inputs:
     family: Family
     roles: dict[str, TensorRole] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
+    receiver_key: str = "language"
 
     @property
     def base(self) -> Checkpoint:
@@ -55,7 +56,7 @@ class Inputs:
     @property
     def receiver(self) -> Checkpoint:
         """The model whose config, norms and tokenizer the output keeps."""
-        return self.models["language"]
+        return self.models[self.receiver_key]
 
     @property
     def num_layers(self) -> int:
@@ -70,7 +71,7 @@ class Inputs:
             m.close()
 
 
-def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None) -> Inputs:
+def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None, receiver: str = "language") -> Inputs:
     """Resolve (local or hub), open and pre-flight check the models named in refs."""
     models = {}
     for role, ref in refs.items():
@@ -78,7 +79,7 @@ def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None)
             raise SafeswapError(f"no {role} model given")
         folder = resolve_model(ref, role, revision)
         models[role] = Checkpoint(folder, role)
-    inputs = Inputs(models, None, refs={r: str(v) for r, v in refs.items()})  # type: ignore[arg-type]
+    inputs = Inputs(models, None, refs={r: str(v) for r, v in refs.items()}, receiver_key=receiver)  # type: ignore[arg-type]
     preflight(inputs)
     inputs.family = family_for(inputs.receiver.architecture)
     inputs.roles = {name: classify(inputs.family, name) for name in inputs.tensor_names()}

@@ -77,36 +77,36 @@ def relative_change(delta: float, base_norm: float) -> float:
 _workspace = Workspace()
 
 
-def _norms(inputs: Inputs, name: str, allow_nonfinite: bool = False) -> tuple[float, float, float]:
-    """(||B||, ||S - B||, ||L - B||) of one tensor, in float32, chunk by chunk.
+def _norms(inputs: Inputs, name: str, experts: tuple[str, ...], allow_nonfinite: bool = False) -> list[float]:
+    """[||B||, ||X_1 - B||, ||X_2 - B||, ...] of one tensor, in float32, chunk by chunk.
 
-    NaN/Inf is refused; with allow_nonfinite, non-finite entries count as zero.
+    Each model's chunk is read once, whatever the number of experts. NaN/Inf is
+    refused; with allow_nonfinite, non-finite entries count as zero.
     """
-    base, safety, language = (inputs.models[r] for r in ("base", "safety", "language"))
+    base = inputs.base
     info = base.tensors[name]
     ws = _workspace
-    sq_b = sq_s = sq_l = 0.0
+    squares = [0.0] * (1 + len(experts))
     for first, rows in row_chunks(info, CHUNK_ELEMENTS):
         b_stored = base.read(name, first, rows, out=ws.get("raw_a", CHUNK_ELEMENTS * info.itemsize))
         b = ws.floats("base", b_stored.numel()).view(b_stored.shape).copy_(b_stored)
         if allow_nonfinite:
             b.nan_to_num_(0.0, 0.0, 0.0)
         x = ws.floats("expert", b.numel()).view(b.shape)
-        squares = []
-        for model in (safety, language):
-            x.copy_(model.read(name, first, rows, out=ws.get("raw_b", CHUNK_ELEMENTS * info.itemsize)))
+        chunk = [torch.linalg.vector_norm(b).item()]
+        for key in experts:
+            x.copy_(inputs.models[key].read(name, first, rows, out=ws.get("raw_b", CHUNK_ELEMENTS * info.itemsize)))
             if allow_nonfinite:
                 x.nan_to_num_(0.0, 0.0, 0.0)
-            squares.append(torch.linalg.vector_norm(x.sub_(b)).item() ** 2)
-        nb = torch.linalg.vector_norm(b).item()
+            chunk.append(torch.linalg.vector_norm(x.sub_(b)).item())
         # Sum squares of chunk norms in float64: exact enough, order fixed by chunking.
-        sq_b, sq_s, sq_l = sq_b + nb * nb, sq_s + squares[0], sq_l + squares[1]
-    norms = (math.sqrt(sq_b), math.sqrt(sq_s), math.sqrt(sq_l))
-    if not all(math.isfinite(x) for x in norms):
-        who = "base" if not math.isfinite(norms[0]) else ("safety" if not math.isfinite(norms[1]) else "language")
-        raise SafeswapError(
-            f"tensor {name} holds NaN or Inf values in the {who} model (use --allow-nonfinite to merge anyway)"
-        )
+        squares = [total + c * c for total, c in zip(squares, chunk)]
+    norms = [math.sqrt(v) for v in squares]
+    for who, value in zip(("base",) + tuple(experts), norms):
+        if not math.isfinite(value):
+            raise SafeswapError(
+                f"tensor {name} holds NaN or Inf values in the {who} model (use --allow-nonfinite to merge anyway)"
+            )
     return norms
 
 
@@ -124,26 +124,36 @@ def _check_finite(inputs: Inputs, name: str) -> None:
                 )
 
 
-def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None,
-            allow_nonfinite: bool = False) -> list[TensorStat]:
-    """Statistics of every scored tensor, in the receiver's storage order.
+def measure_many(inputs: Inputs, languages: list[str], on_tensor: Callable[[str], None] | None = None,
+                 allow_nonfinite: bool = False) -> dict[str, list[TensorStat]]:
+    """Statistics of every scored tensor for the safety expert against each language expert.
 
-    Two worker threads: reads (pread) and torch kernels both release the GIL, so
-    one tensor's I/O overlaps another's arithmetic on the second core.
+    The base and the safety expert are read once for all languages. Two worker
+    threads: reads (pread) and torch kernels both release the GIL, so one tensor's
+    I/O overlaps another's arithmetic on the second core.
     """
     names = [n for n in inputs.tensor_names() if inputs.roles[n].scored]
-    stats: list[TensorStat] = []
+    experts = ("safety", *languages)
+    stats: dict[str, list[TensorStat]] = {lang: [] for lang in languages}
     with ThreadPoolExecutor(max_workers=2) as pool:
         if not allow_nonfinite:  # scored tensors are checked through their norms below
             unscored = [n for n in inputs.tensor_names() if not inputs.roles[n].scored]
             list(pool.map(lambda n: _check_finite(inputs, n), unscored))
-        for name, (nb, ns, nl) in zip(names, pool.map(lambda n: _norms(inputs, n, allow_nonfinite), names)):
+        for name, norms in zip(names, pool.map(lambda n: _norms(inputs, n, experts, allow_nonfinite), names)):
             role = inputs.roles[name]
             numel = inputs.base.tensors[name].numel
-            stats.append(TensorStat(name, role.layer, role.module, role.projection, numel, nb, ns, nl))
+            for lang, delta in zip(languages, norms[2:]):
+                stats[lang].append(TensorStat(name, role.layer, role.module, role.projection, numel,
+                                              norms[0], norms[1], delta))
             if on_tensor:
                 on_tensor(name)
     return stats
+
+
+def measure(inputs: Inputs, on_tensor: Callable[[str], None] | None = None,
+            allow_nonfinite: bool = False) -> list[TensorStat]:
+    """Statistics of every scored tensor of a base / safety / language triple, in storage order."""
+    return measure_many(inputs, ["language"], on_tensor, allow_nonfinite)["language"]
 
 
 def unit_of(granularity: str, layer: int, module: str, tensor_name: str) -> str:

@@ -79,6 +79,7 @@ def write_result(out_dir: str | os.PathLike, payload: dict[str, Any]) -> Path:
     judge = (payload.get("judge") or {}).get("name")
     path = out_dir / result_filename(payload["model"]["label"], payload["benchmark"], judge)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
+    os.fchmod(fd, 0o644)  # mkstemp makes files private; results are meant to be shared
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2, ensure_ascii=False, sort_keys=False)
         f.write("\n")
@@ -89,7 +90,12 @@ def write_result(out_dir: str | os.PathLike, payload: dict[str, Any]) -> Path:
 def iter_results(runs_dir: str | os.PathLike) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every result file under runs_dir (recursively), sorted by path for stable reports."""
     for path in sorted(Path(runs_dir).rglob("*" + RESULT_SUFFIX)):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            from safeswap.errors import SafeswapError
+
+            raise SafeswapError(f"result file {path} is unreadable ({e.__class__.__name__})") from None
         if data.get("schema") == SCHEMA:
             yield path, data

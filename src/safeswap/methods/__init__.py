@@ -5,9 +5,16 @@ from __future__ import annotations
 from safeswap.errors import SafeswapError
 from safeswap.methods.adaptive import Adaptive
 from safeswap.methods.base import MergeMethod
+from safeswap.methods.dare_linear import DareLinear
+from safeswap.methods.dare_ties import DareTies
+from safeswap.methods.layer_swap import LayerSwap
+from safeswap.methods.linear import LinearMerge
+from safeswap.methods.task_arithmetic import TaskArithmetic
+from safeswap.methods.ties import Ties
 
 METHODS: dict[str, type[MergeMethod]] = {
-    Adaptive.name: Adaptive,
+    method.name: method
+    for method in (Adaptive, LayerSwap, LinearMerge, TaskArithmetic, Ties, DareLinear, DareTies)
 }
 
 

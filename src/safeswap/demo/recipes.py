@@ -1,0 +1,89 @@
+"""The demo's recipes: how much data, how many training steps, what to evaluate.
+
+FULL is the demo's first run (about 25 minutes on two CPU cores, experts trained
+in well under ten); QUICK runs every stage with a few steps and prompts (under
+five minutes), for trying the demo out and for the test suite.
+An expert's cache key is the hash of its recipe, its data and its base, so
+changing any of them trains a new expert and never reuses a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """LoRA fine-tuning settings of one expert."""
+
+    steps: int
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    max_length: int = 160
+    warmup_share: float = 0.1
+    seed: int = 0
+
+    def key(self, *extra: str) -> str:
+        """A short stable hash of the recipe and of any extra strings (data and base fingerprints)."""
+        blob = json.dumps([asdict(self), list(extra)], sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SafetyData:
+    n_harmful: int = 240
+    n_benign: int = 240
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LanguageData:
+    n_translation: int = 600
+    instruction_repeats: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Everything the demo trains and measures, in one place."""
+
+    name: str
+    safety_data: SafetyData
+    language_data: LanguageData
+    safety: ExpertRecipe
+    language: ExpertRecipe
+    multijail_prompts: int = 60  # per language
+    benign_prompts: int = 50  # per language, for over-refusal
+    max_new_tokens: int = 48
+    language_sentences: int = 160  # held-out sentences for the language measure
+    extra: dict = field(default_factory=dict)
+
+
+FULL = DemoRecipe(
+    name="full",
+    safety_data=SafetyData(n_harmful=240, n_benign=240),
+    language_data=LanguageData(n_translation=600, instruction_repeats=2),
+    safety=ExpertRecipe(steps=60),
+    language=ExpertRecipe(steps=60),
+)
+
+QUICK = DemoRecipe(
+    name="quick",
+    safety_data=SafetyData(n_harmful=24, n_benign=24),
+    language_data=LanguageData(n_translation=40, instruction_repeats=1),
+    safety=ExpertRecipe(steps=3, batch_size=4),
+    language=ExpertRecipe(steps=3, batch_size=4),
+    multijail_prompts=6,
+    benign_prompts=6,
+    max_new_tokens=16,
+    language_sentences=24,
+)
+
+RECIPES = {"full": FULL, "quick": QUICK}

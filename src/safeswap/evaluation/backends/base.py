@@ -1,0 +1,70 @@
+"""What every generation backend shares: decoding settings, one generation, the interface."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+from safeswap.errors import SafeswapError
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """Decoding that changes what a model says; part of every cache key.
+
+    temperature 0 means greedy decoding on every backend.
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise SafeswapError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise SafeswapError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise SafeswapError(f"--top-p must lie in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model answer. finish_reason is "stop" (ended by itself) or "length" (hit max_new_tokens)."""
+
+    text: str
+    n_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class Backend(Protocol):
+    """Generates answers for chat conversations.
+
+    generate() yields (index into conversations, Generation) as answers become
+    ready, in any order, so callers can store each one at once and resume.
+    """
+
+    name: str
+    settings: DecodingSettings
+
+    def decoding(self) -> dict[str, Any]:
+        """Everything about decoding that belongs in cache keys and results."""
+        ...
+
+    def generate(
+        self, conversations: Sequence[Conversation], *, add_generation_prompt: bool = True
+    ) -> Iterator[tuple[int, Generation]]: ...
+
+    def close(self) -> None:
+        """Free the model (GPU memory) before another model, e.g. a judge, is loaded."""
+        ...

