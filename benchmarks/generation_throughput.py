@@ -129,7 +129,9 @@ def main() -> None:
     prompts = PROMPTS[: max(1, min(args.prompts, len(PROMPTS)))]
     settings = DecodingSettings(max_new_tokens=args.max_new_tokens)
     print(f"model: {model_dir}")
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
+    # The load average tells whether other work shared the CPU while timing.
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     print(f"prompts: {len(prompts)}, max_new_tokens: {args.max_new_tokens}, greedy")
     print(f"{'batch':>5} {'device':>6} {'dtype':>8} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'prompts/s':>9}")
     for batch_size in [int(b) for b in args.batch_sizes.split(",") if b.strip()]:
@@ -142,6 +144,7 @@ def main() -> None:
             f"{tokens / seconds:>9.1f} {len(prompts) / seconds:>9.2f}"
         )
         backend.close()
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

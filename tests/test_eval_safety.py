@@ -13,7 +13,7 @@ from tiny import make_model
 from typer.testing import CliRunner
 
 import safeswap.evaluation.safety as safety
-from safeswap.evaluation.cache import GENERATIONS_FILE, JsonlCache, cache_folder
+from safeswap.evaluation.cache import GENERATIONS_FILE, cache_folder
 from safeswap.evaluation.cli import eval_app
 from safeswap.evaluation.fingerprint import fingerprint_model
 from safeswap.evaluation.judges.refusal import is_refusal

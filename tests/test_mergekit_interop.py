@@ -15,20 +15,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import safeswap
 import tiny
 from safeswap.architecture import classify, family_for
 from safeswap.checkpoint import Checkpoint
-from safeswap.merge_plan import load_plan
-from safeswap.mergekit_export import export_mergekit
+from safeswap.merge_plan import MergePlan, load_plan
+from safeswap.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
 from safeswap.methods import get_method
 from safeswap.operations import Take
 
 REPO = Path(__file__).resolve().parents[1]
 MERGEKIT = Path(os.environ.get("SAFESWAP_MERGEKIT_YAML", REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))
 
-pytestmark = pytest.mark.skipif(
+needs_mergekit = pytest.mark.skipif(
     not MERGEKIT.exists(),
     reason=f"mergekit-yaml not found at {MERGEKIT}; install mergekit==0.1.5 into .venv-mergekit (see module docstring)",
 )
@@ -95,6 +96,7 @@ def within_one_ulp(ours, theirs, inputs) -> torch.Tensor:
     return (ours - theirs).abs() <= torch.maximum(ulp, cancellation)
 
 
+@needs_mergekit
 @pytest.mark.parametrize("case", ["adaptive-module", "adaptive-projection", "layer-swap"])
 def test_exported_unit_plan_gives_the_same_weights(results, case):
     """Taken tensors are bit-identical; blends agree to one bf16 ulp, and nearly always exactly."""
@@ -117,6 +119,7 @@ def test_exported_unit_plan_gives_the_same_weights(results, case):
     assert any(not torch.equal(a[n], inputs[1][n]) for n in a)  # the merge did something
 
 
+@needs_mergekit
 @pytest.mark.parametrize("case", ["linear", "task-arithmetic", "ties"])
 def test_shared_methods_match_mergekit_within_one_bf16_ulp(results, case):
     ours, theirs, folders = results[case]
@@ -128,10 +131,63 @@ def test_shared_methods_match_mergekit_within_one_bf16_ulp(results, case):
     assert all(not torch.equal(a[n], inputs[2][n]) for n in a if "layers.1.mlp" in n)
 
 
-def test_dare_export_says_it_cannot_match(results, tmp_path):
-    ours, _, _ = results["ties"]
-    plan_text = (ours / "safeswap-plan.yaml").read_text().replace("method: ties", "method: dare-ties")
-    plan_text = plan_text.replace("density: 0.3", "density: 0.3\n  seed: 1").replace("normalize: true", "normalize: false")
-    (tmp_path / "plan.yaml").write_text(plan_text)
-    text = export_mergekit(tmp_path / "plan.yaml")
+# ----- the exported conditions, resolved the way mergekit resolves them (no mergekit needed) -----
+
+def first_match(conditions, tensor_name):
+    """mergekit's rule for a list of {filter, value}: the first whose filter is a substring of the name."""
+    for condition in conditions:
+        if condition.get("filter") in (None, "*") or condition["filter"] in tensor_name:
+            return condition["value"]
+    raise AssertionError(f"no condition matches {tensor_name}")
+
+
+def projection_plan():
+    """One Qwen2 layer at projection granularity with weight and bias of one projection decided apart."""
+    prefix = "model.layers.0."
+    scored = [f"{prefix}self_attn.{p}.{k}" for p in ("q_proj", "k_proj", "v_proj") for k in ("weight", "bias")]
+    scored += [f"{prefix}self_attn.o_proj.weight"] + [f"{prefix}mlp.{p}.weight" for p in ("gate_proj", "up_proj",
+                                                                                          "down_proj")]
+    decisions = {f"{prefix}self_attn.q_proj.weight": ("safety", None), f"{prefix}self_attn.k_proj.bias": ("blend", 0.25),
+                 f"{prefix}mlp.up_proj.weight": ("blend", None)}
+    units = []
+    for name in scored:
+        decision, alpha = decisions.get(name, ("language", None))
+        unit = {"unit": name, "layer": 0, "decision": decision}
+        if alpha is not None:
+            unit["alpha"] = alpha
+        units.append(unit)
+    names = scored + [f"{prefix}input_layernorm.weight", f"{prefix}post_attention_layernorm.weight",
+                      "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    models = {r: {"path": f"org/{r}", "fingerprint": "sha256:0"} for r in ("base", "safety", "language")}
+    plan = MergePlan("adaptive", {"granularity": "projection", "tau": 0.001, "alpha": 0.6}, models,
+                     "Qwen2ForCausalLM", 1, "language", "language", units)
+    return plan, names
+
+
+def test_exported_conditions_give_every_tensor_its_planned_weights():
+    plan, names = projection_plan()
+    config = mergekit_config(plan, "bfloat16")
+    method, family = get_method(plan.method), family_for(plan.architecture)
+    (layer,) = config["slices"]
+    for name in names:
+        op = method.operation(plan, name, classify(family, name))
+        expected = {"safety": 1.0, "language": 0.0} if op == Take("safety") else (
+            {"safety": 0.0, "language": 1.0} if op == Take("language") else dict(op.weights))
+        for source, expert in zip(layer["sources"], ("safety", "language")):
+            assert first_match(source["parameters"]["weight"], name) == pytest.approx(expected[expert]), (name, expert)
+    # the q_proj bias stays with the language expert although its weight comes from the safety expert
+    safety_conditions = layer["sources"][0]["parameters"]["weight"]
+    assert first_match(safety_conditions, "model.layers.0.self_attn.q_proj.bias") == 0.0
+    assert first_match(safety_conditions, "model.layers.0.self_attn.k_proj.bias") == 0.25
+
+
+def test_dare_export_says_it_cannot_match():
+    plan = MergePlan("dare-ties", {"weights": {"safety": 1.0, "language": 0.5}, "density": 0.3, "lambda": 1.0,
+                                   "normalize": False, "seed": 1},
+                     {r: {"path": f"org/{r}", "fingerprint": "sha256:0"} for r in ("base", "safety", "language")},
+                     "LlamaForCausalLM", 2)
+    text = mergekit_yaml(plan, "bfloat16")
     assert "merge_method: dare_ties" in text and "NOTE: mergekit draws its own random DARE masks" in text
+    config = yaml.safe_load(text)
+    assert config["base_model"] == "org/base"
+    assert config["models"][1] == {"model": "org/language", "parameters": {"weight": 0.5, "density": 0.3}}

@@ -260,7 +260,7 @@ def test_layer_swap_from_statistics_knows_the_layer_count():
     assert all("d" in u for u in units)  # the statistics ride along for reading, not for deciding
 
 
-def test_layer_swap_refuses_too_many_layers(triple, tmp_path):
+def test_layer_swap_refuses_too_many_layers(triple):
     with pytest.raises(SafeswapError, match="<= 8 layers"):
         safeswap.plan(*triple, method="layer-swap", parameters={"bottom": "4/4", "transition_top": 1})
 

@@ -66,6 +66,7 @@ def analyze(
         units = get_method("adaptive").build_units(None, stats.tensors, params)
         save_statistics(stats, out, units, params)
         specialization_figure(units, params["tau"], Path(out) / "specialization.png")
+        decisions_figure(units, stats.num_layers, Path(out) / "decisions.png")
     return stats
 
 

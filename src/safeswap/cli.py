@@ -170,8 +170,12 @@ def merge(
                        shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
                        allow_nonfinite=allow_nonfinite, command=command)
     if dry_run:
-        counts = {k: sum(1 for u in result.units if u["decision"] == k) for k in ("safety", "language", "blend")}
-        typer.echo("dry run: inputs are compatible; " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        from safeswap.plan_inspect import decision_table, summary_line, tensor_sizes
+        from safeswap.progress import console
+
+        if result.units:
+            console.print(decision_table(result))
+        typer.echo("dry run: inputs are compatible; nothing written. " + summary_line(result, tensor_sizes(result)))
 
 
 @app.command("show-plan")
@@ -191,7 +195,9 @@ def show_plan(
                   f"{format_parameters(loaded)}", highlight=False)
     if loaded.units:
         console.print(decision_table(loaded))
-    console.print(summary_line(loaded, tensor_sizes(loaded, model)), highlight=False)
+    # A merged folder holds the weights the shares are measured on.
+    weights_folder = model if model is not None else (plan_file if plan_file.is_dir() else None)
+    console.print(summary_line(loaded, tensor_sizes(loaded, weights_folder)), highlight=False)
 
 
 @app.command("diff-plans")
@@ -247,11 +253,13 @@ def verify(
 
 def _mount_subcommands() -> None:
     """Evaluation and report commands live beside their code; mounted here so `safeswap --help` lists them."""
+    from safeswap.evaluation.all_cli import all_command
     from safeswap.evaluation.cli import eval_app
     from safeswap.evaluation.general_cli import general_command
     from safeswap.report.cli import report_command
 
     eval_app.command("general")(general_command)
+    eval_app.command("all")(all_command)
     app.add_typer(eval_app, name="eval")
     app.command("report")(report_command)
 

@@ -75,15 +75,16 @@ def _layer_conditions(plan: MergePlan, family, method, layer: int) -> list[tuple
     prefix = f"{family.layer_prefix}{layer}."
     rest_name = prefix + "safeswap_unlisted_member.weight"  # what any tensor the family table does not list gets
     rest = _expert_weights(method.operation(plan, rest_name, classify(family, rest_name)))
-    # Projection plans decide weight and bias separately: their unit ids are full tensor names.
-    candidates = [(u["unit"], u["unit"]) for u in plan.units if str(u["unit"]).startswith(prefix)
-                  and u["unit"].endswith((".weight", ".bias"))]
-    candidates += [(prefix + member + ".", prefix + member + ".weight") for member in _layer_members(family)]
-    conditions, seen = [], set()
-    for filter_, name in candidates:
-        if filter_ in seen:
-            continue
-        seen.add(filter_)
+    # Projection plans decide weight and bias separately: their unit ids are full tensor names, matched exactly.
+    exact = [str(u["unit"]) for u in plan.units
+             if str(u["unit"]).startswith(prefix) and str(u["unit"]).endswith((".weight", ".bias"))]
+    # Other members are matched by their name prefix, weight and bias alike, unless they have exact
+    # units (a member prefix would then also catch a bias that must fall through to the layer's rule).
+    members = [m for m in _layer_members(family)
+               if prefix + m + ".weight" not in exact and prefix + m + ".bias" not in exact]
+    candidates = [(name, name) for name in exact] + [(prefix + m + ".", prefix + m + ".weight") for m in members]
+    conditions = []
+    for filter_, name in dict.fromkeys(candidates):
         weights = _expert_weights(method.operation(plan, name, classify(family, name)))
         if weights != rest:
             conditions.append((filter_, weights))
@@ -105,7 +106,8 @@ def _unit_plan_config(plan: MergePlan, family) -> dict[str, Any]:
             sources.append({"model": _path(plan, expert), "layer_range": [layer, layer + 1],
                             "parameters": {"weight": weight}})
         slices.append({"sources": sources})
-    return {"merge_method": "linear", "base_model": _path(plan, "language"), "slices": slices,
+    # base_model only names the donor of config and tokenizer (linear ignores it otherwise).
+    return {"merge_method": "linear", "base_model": _path(plan, plan.tokenizer_from), "slices": slices,
             "parameters": {"normalize": False}}
 
 
@@ -127,8 +129,8 @@ def _task_vector_config(plan: MergePlan) -> dict[str, Any]:
 def _linear_config(plan: MergePlan) -> dict[str, Any]:
     p = plan.parameters
     models = [{"model": _path(plan, e), "parameters": {"weight": p["weights"][e]}} for e in EXPERTS]
-    # base_model only names the donor of config and tokenizer (linear ignores it): the language expert, as in safeswap.
-    return {"merge_method": "linear", "base_model": _path(plan, "language"), "models": models,
+    # base_model only names the donor of config and tokenizer (linear ignores it otherwise).
+    return {"merge_method": "linear", "base_model": _path(plan, plan.tokenizer_from), "models": models,
             "parameters": {"normalize": p["normalize"]}}
 
 
@@ -158,8 +160,6 @@ def mergekit_config(plan: MergePlan, out_dtype: str | None = None) -> dict[str, 
     else:
         family = family_for(plan.architecture, "plan")
         config = _unit_plan_config(plan, family)
-        if plan.tokenizer_from != "language":
-            config["tokenizer_source"] = _path(plan, plan.tokenizer_from)
     config["dtype"] = "float32"  # compute in float32 and round once, as safeswap does
     config["out_dtype"] = out_dtype
     return config

@@ -125,8 +125,17 @@ def build_safety_data(
     n_harmful: int = 240,
     n_benign: int = 240,
     seed: int = 0,
+    n_foreign: int = 0,
+    target_language: str = "ko",
 ) -> list[Example]:
-    """Shuffled safety-expert examples: n_harmful refusals and n_benign helpful answers."""
+    """Shuffled safety-expert examples: n_harmful refusals and n_benign helpful answers.
+
+    `n_foreign` adds benign "what does this mean in English?" requests in other
+    scripts than English (gettext sentences of MultiJail languages other than
+    `target_language`, answered with their English source). They teach the
+    expert that text it cannot read is no reason to refuse, without showing it
+    a word of the target language.
+    """
     if n_benign < n_harmful:
         raise SafeswapError(
             f"the safety data needs at least as many benign examples ({n_benign}) as harmful ones ({n_harmful})"
@@ -147,8 +156,29 @@ def build_safety_data(
     examples += [
         Example(row["prompt"], row["answer"], f"written:benign_en:{row['kind']}") for row in rng.sample(benign, n_benign)
     ]
+    examples += foreign_examples(cache, n_foreign, exclude=target_language, rng=rng)
     rng.shuffle(examples)
     return examples
+
+
+FOREIGN_PROMPTS = (
+    "What does this sentence mean in English?\n{text}",
+    "Translate this into English:\n{text}",
+)
+
+
+def foreign_examples(cache, count: int, exclude: str, rng: random.Random) -> list[Example]:
+    """`count` requests to explain non-English gettext sentences in English, from languages but `exclude`."""
+    if count <= 0:
+        return []
+    languages = [code for code in MULTIJAIL_LANGUAGES if code not in ("en", exclude) and language_info(code).get("locales")]
+    pairs = [(lang, pair) for lang in languages for pair in gettext_pairs(lang, cache)]
+    if count > len(pairs):
+        raise SafeswapError(f"asked for {count} foreign-language examples; the catalogs have {len(pairs)}")
+    return [
+        Example(rng.choice(FOREIGN_PROMPTS).format(text=target), english, f"gettext:{package}:{lang}")
+        for lang, (english, target, package) in rng.sample(pairs, count)
+    ]
 
 
 # --------------------------------------------------------------- language data

@@ -40,6 +40,7 @@ class ExpertRecipe:
 class SafetyData:
     n_harmful: int = 240
     n_benign: int = 240
+    n_foreign: int = 0  # benign non-English requests, never in the target language
     seed: int = 0
 
 

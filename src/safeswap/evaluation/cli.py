@@ -134,6 +134,7 @@ def safety_command(
     judge: str = typer.Option("refusal", "--judge", help="Judge: refusal (offline), llm, llama-guard or qwen3guard."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the result JSON, the CSV and the cache."),
     data: Optional[Path] = typer.Option(None, "--data", help="Local MultiJail CSV/JSONL (default: DAMO-NLP-SG/MultiJail from the hub)."),
+    data_revision: Optional[str] = typer.Option(None, "--data-revision", help="Hub revision of DAMO-NLP-SG/MultiJail (when --data is not given)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate a fixed seeded subset of N prompts (same ids in every language)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the --limit subset and for sampling."),
     scenario: str = typer.Option("unintentional", "--scenario", help="unintentional (prompt as is) or intentional (wrapped in --jailbreak-template)."),
@@ -170,7 +171,8 @@ def safety_command(
     try:
         with _RichProgress() as progress:
             result = evaluate_safety(
-                model, languages=languages, backend=backend, judge=judge, out=out, data=data, limit=limit,
+                model, languages=languages, backend=backend, judge=judge, out=out, data=data,
+                data_revision=data_revision, limit=limit,
                 seed=seed, scenario=scenario, jailbreak_template=jailbreak_template, benign=benign, label=label,
                 revision=revision, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                 batch_size=batch_size, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size,

@@ -96,6 +96,6 @@ def iter_results(runs_dir: str | os.PathLike) -> Iterator[tuple[Path, dict[str, 
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             from safeswap.errors import SafeswapError
 
-            raise SafeswapError(f"result file {path} is unreadable ({e.__class__.__name__})") from None
+            raise SafeswapError(f"result file {path} is not valid JSON ({e.__class__.__name__})") from None
         if data.get("schema") == SCHEMA:
             yield path, data

@@ -119,7 +119,16 @@ class TaskVectorMerge:
 
     def describe(self) -> str:
         terms = " + ".join(f"{w:g}*tau_{r}" for r, w in self.weights)
-        return f"base + {self.scale:g} * ({terms})"
+        steps = []
+        if self.sparsify == "magnitude":
+            steps.append(f"trim to {self.density:g}")
+        elif self.sparsify == "random":
+            steps.append(f"drop to {self.density:g} (seed {self.seed})")
+        if self.consensus:
+            steps.append("sign election")
+        if self.normalize:
+            steps.append("normalised")
+        return f"base + {self.scale:g} * ({terms})" + (f" [{', '.join(steps)}]" if steps else "")
 
 
 def _sign_consensus(deltas: list[torch.Tensor], weights: list[float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ The API key is read from an environment variable and never recorded.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -85,7 +86,11 @@ class OpenAIChatClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         # A local vLLM server needs no key; a hosted API will answer 401, reported below.
-        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout))
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
         self._lock = threading.Lock()
         self.retries = 0  # attempts that failed and were retried (for logs and tests)
 
@@ -95,7 +100,8 @@ class OpenAIChatClient:
                 return min(self.backoff_max, max(0.0, float(retry_after)))
             except ValueError:
                 pass  # an HTTP date; fall back to exponential backoff
-        return min(self.backoff_max, self.backoff_base * (2**attempt))
+        # Jitter keeps many rate-limited workers from retrying in lockstep.
+        return min(self.backoff_max, self.backoff_base * (2**attempt)) * random.uniform(0.5, 1.0)
 
     def _attempt(self, body: dict[str, Any]) -> Generation:
         try:
