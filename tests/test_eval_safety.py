@@ -17,6 +17,7 @@ from safeswap.evaluation.cache import GENERATIONS_FILE, cache_folder
 from safeswap.evaluation.cli import eval_app
 from safeswap.evaluation.fingerprint import fingerprint_model
 from safeswap.evaluation.judges.refusal import is_refusal
+from safeswap.evaluation.multijail import load_multijail
 from safeswap.evaluation.results import SCHEMA, iter_results
 from safeswap.evaluation.safety import evaluate_safety, result_paths
 
@@ -59,10 +60,11 @@ def test_result_file_schema_csv_and_benign(tiny_model, tmp_path):
         refused = sum(is_refusal(g["response"], code) for g in answers if g["language"] == code)
         assert entry["n"] == 3 and entry["refusal_rate"]["k"] == refused and entry["refusal_rate"]["n"] == 3
     assert result["overall"]["n"] == 9
-    tags = {}
+    tags: dict[str, int] = {}
+    rows = {p.id: p for p in load_multijail(MULTIJAIL_CSV).prompts}
     for prompt_id in result["extra"]["subset"]["prompt_ids"]:
-        for tag in next(r for r in csv.DictReader(open(MULTIJAIL_CSV, encoding="utf-8-sig")) if r["id"] == prompt_id)["tags"].strip("[]").split("', '"):
-            tags[tag.strip("'")] = tags.get(tag.strip("'"), 0) + 3
+        for tag in rows[prompt_id].tags:
+            tags[tag] = tags.get(tag, 0) + 3  # three languages
     assert {name: entry["n"] for name, entry in result["categories"].items()} == tags
 
     benign = result["extra"]["benign"]

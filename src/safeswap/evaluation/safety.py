@@ -81,6 +81,8 @@ def _generate_missing(requests, cache: JsonlCache, make, progress: Progress | No
     missing = [r for r in requests if r.key not in cache]
     if not missing:
         return 0
+    if progress:
+        progress("generate", 0, len(missing))  # show the bar while the model loads
     backend = make()
     try:
         for done, (index, generation) in enumerate(backend.generate([r.conversation for r in missing]), start=1):
@@ -116,6 +118,8 @@ def _judge_missing(requests, generations: JsonlCache, judgements: JsonlCache, ju
         )
         for r in todo
     ]
+    if progress:
+        progress("judge", 0, len(todo))
     for done, (index, verdict) in enumerate(judge.judge(items), start=1):
         request = todo[index]
         judgements.put(
