@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 
 from safeswap.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
 from safeswap.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
+from safeswap.fingerprint import fingerprint_folder
 from safeswap.sources import resolve_model
 
 ROLES = ("base", "safety", "language")
-_SAMPLE_BYTES = 1 << 16
 
 
 def fingerprint(ckpt: Checkpoint) -> str:
-    """A cheap content fingerprint of a checkpoint.
-
-    sha256 over the config, every shard's name, size and header, and three 64 KiB
-    samples of each shard's data (start, middle, end). Two fine-tunes of one base
-    differ in nearly every byte, so the samples tell them apart; the manifest's
-    full-file sha256 is the exhaustive check.
-    """
-    h = hashlib.sha256()
-    h.update(json.dumps(ckpt.config, sort_keys=True).encode())
-    for shard in ckpt.shards:
-        size = shard.stat().st_size
-        raw = ckpt.headers[shard]
-        h.update(f"{shard.name}:{size}:".encode())
-        h.update(raw)
-        data_start = 8 + len(raw)
-        with open(shard, "rb") as f:
-            for pos in sorted({data_start, (data_start + size) // 2, max(data_start, size - _SAMPLE_BYTES)}):
-                f.seek(pos)
-                h.update(f.read(_SAMPLE_BYTES))
-    return "sha256:" + h.hexdigest()
+    """The model's content fingerprint (safeswap.fingerprint), as recorded in plans and results."""
+    return fingerprint_folder(ckpt.folder)
 
 
 @dataclass

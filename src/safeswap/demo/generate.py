@@ -66,6 +66,7 @@ def generate_answers(
             )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             for i, row in zip(chunk, new_tokens):
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                # A cut at max_new_tokens can split a multi-byte character: drop its remains.
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip().rstrip("\ufffd")
             advance(len(chunk))
     return answers

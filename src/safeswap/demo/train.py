@@ -17,6 +17,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -156,7 +157,9 @@ def train_expert(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft calls a transformers API that warns of its own renaming
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(model, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:  # adapters learn in float32; the frozen base stays bf16
         p.data = p.data.float()

@@ -40,9 +40,9 @@ def keep_largest(delta: torch.Tensor, density: float) -> torch.Tensor:
     flat = delta.reshape(-1)
     k = max(1, int(density * flat.numel()))
     top = torch.argsort(flat.abs(), descending=True)[:k]
-    kept = torch.zeros_like(flat)
-    kept[top] = flat[top]
-    return kept.view(delta.shape)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[top] = True  # a byte mask: cheaper to scatter than the values themselves
+    return flat.mul_(keep).view(delta.shape)
 
 
 def tensor_seed(seed: int, name: str, role: str) -> int:
