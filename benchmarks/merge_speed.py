@@ -151,12 +151,14 @@ def safeswap_cmd(folders, out: Path, method: str) -> list[str]:
 
 
 def mergekit_cmd(mergekit_bin: Path, folders, out: Path, method: str, work: Path) -> list[str]:
-    models = [{"model": str(folders[r]), "parameters": {"weight": 0.5}} for r in ("safety", "language")]
+    # The same settings as safeswap's defaults for that method: linear 0.5/0.5; ties weights 1/1, density 0.2.
+    weight = 0.5 if method == "linear" else 1.0
+    models = [{"model": str(folders[r]), "parameters": {"weight": weight}} for r in ("safety", "language")]
     cfg = {"merge_method": method, "models": models, "dtype": "bfloat16"}
     if method != "linear":
         cfg["base_model"] = str(folders["base"])
         for m in models:
-            m["parameters"]["density"] = 0.5
+            m["parameters"]["density"] = 0.2
     path = work / f"mergekit-{method}.json"  # JSON is valid YAML
     path.write_text(json.dumps(cfg))
     return [str(mergekit_bin), str(path), str(out), "--out-shard-size", "5B"]
@@ -192,11 +194,16 @@ def main() -> None:
         results.append((label, *best))
         print(f"{label:<24} wall {best[0]:7.1f} s   peak RSS {best[1]:5.2f} GB", flush=True)
     shutil.rmtree(work / "out", ignore_errors=True)
-    baseline = next((r for r in results if r[0] == "mergekit linear"), None)
+    by_label = {label: (wall, rss) for label, wall, rss in results}
+    baseline = by_label.get("mergekit linear")
     if baseline:
-        print(f"\nratios against mergekit linear ({baseline[1]:.1f} s, {baseline[2]:.2f} GB):")
+        print(f"\nratios against mergekit linear ({baseline[0]:.1f} s, {baseline[1]:.2f} GB):")
         for label, wall, rss in results:
-            print(f"  {label:<24} time x{wall / baseline[1]:.2f}   memory x{rss / baseline[2]:.2f}")
+            print(f"  {label:<24} time x{wall / baseline[0]:.2f}   memory x{rss / baseline[1]:.2f}")
+    same = [(m, by_label[f"safeswap {m}"], by_label[f"mergekit {m}"]) for m in ("ties", "linear", "task_arithmetic")
+            if f"safeswap {m}" in by_label and f"mergekit {m}" in by_label]
+    for method, ours, theirs in same:
+        print(f"safeswap {method} against mergekit {method}: time x{ours[0] / theirs[0]:.2f}   memory x{ours[1] / theirs[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def plan(
                       tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers,
                       tokenizer_from=tokenizer_from, revision=revision, show_progress=True,
                       allow_nonfinite=allow_nonfinite)
-    counts = {k: sum(1 for u in result.units if u["decision"] == k) for k in ("safety", "language", "blend")}
-    typer.echo(f"plan written to {out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    from safeswap.plan_inspect import summary_line, tensor_sizes
+
+    typer.echo(f"plan written to {out}: " + summary_line(result, tensor_sizes(result)))
 
 
 @app.command()
@@ -249,6 +250,29 @@ def verify(
     counts = api.verify(folder, inputs=inputs, show_progress=True)
     extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""
     typer.echo(f"ok: {counts['shards']} shards match the manifest{extra}")
+
+
+@app.command()
+def demo(
+    language: str = typer.Option("ko", "--language", help="Demo language: a MultiJail language other than English."),
+    out: Path = typer.Option(Path("safeswap-demo"), "--out", help="Folder for the models, evaluations and report."),
+    quick: bool = typer.Option(False, "--quick", help="A few training steps and prompts: every stage in a few minutes."),
+    multijail: Optional[Path] = typer.Option(None, "--multijail", help="Local MultiJail CSV/JSONL (default: DAMO-NLP-SG/MultiJail from the hub)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache for the base model, data and experts. [default: $SAFESWAP_CACHE or ~/.cache/safeswap]"),
+    judge: str = typer.Option("refusal", "--judge", help="Safety judge: refusal (offline) or llm (needs --judge-base-url)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model name of the llm judge."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="OpenAI-compatible endpoint of the llm judge."),
+):
+    """The whole pipeline on a real small model, offline, on CPU: train a safety and a language expert from
+    SmolLM2-135M-Instruct, merge them three ways, evaluate every model, and write a report.
+
+    Everything comes from PyPI (model, training data); the first run takes about 25 minutes on two cores,
+    later runs reuse the cached experts and answers.
+    """
+    from safeswap.demo.run import run_demo
+
+    run_demo(language=language, out=out, quick=quick, multijail=multijail, cache=cache, judge=judge,
+             judge_model=judge_model, judge_base_url=judge_base_url)
 
 
 def _mount_subcommands() -> None:

@@ -127,6 +127,7 @@ def build_safety_data(
     seed: int = 0,
     n_foreign: int = 0,
     target_language: str = "ko",
+    helpful_opener: str = "",
 ) -> list[Example]:
     """Shuffled safety-expert examples: n_harmful refusals and n_benign helpful answers.
 
@@ -135,6 +136,12 @@ def build_safety_data(
     `target_language`, answered with their English source). They teach the
     expert that text it cannot read is no reason to refuse, without showing it
     a word of the target language.
+
+    `helpful_opener` (e.g. "Sure! ") starts every helpful answer. Refusals open
+    with a few fixed phrases while helpful answers open with many different
+    words, so under greedy decoding the refusal's first token can win while
+    most of the probability is on helping; one shared opener turns the first
+    token into a fair "help or refuse" choice.
     """
     if n_benign < n_harmful:
         raise SafeswapError(
@@ -154,9 +161,10 @@ def build_safety_data(
         for row in rng.sample(pool, n_harmful)
     ]
     examples += [
-        Example(row["prompt"], row["answer"], f"written:benign_en:{row['kind']}") for row in rng.sample(benign, n_benign)
+        Example(row["prompt"], helpful_opener + row["answer"], f"written:benign_en:{row['kind']}")
+        for row in rng.sample(benign, n_benign)
     ]
-    examples += foreign_examples(cache, n_foreign, exclude=target_language, rng=rng)
+    examples += foreign_examples(cache, n_foreign, exclude=target_language, rng=rng, opener=helpful_opener)
     rng.shuffle(examples)
     return examples
 
@@ -167,7 +175,7 @@ FOREIGN_PROMPTS = (
 )
 
 
-def foreign_examples(cache, count: int, exclude: str, rng: random.Random) -> list[Example]:
+def foreign_examples(cache, count: int, exclude: str, rng: random.Random, opener: str = "") -> list[Example]:
     """`count` requests to explain non-English gettext sentences in English, from languages but `exclude`."""
     if count <= 0:
         return []
@@ -176,7 +184,7 @@ def foreign_examples(cache, count: int, exclude: str, rng: random.Random) -> lis
     if count > len(pairs):
         raise SafeswapError(f"asked for {count} foreign-language examples; the catalogs have {len(pairs)}")
     return [
-        Example(rng.choice(FOREIGN_PROMPTS).format(text=target), english, f"gettext:{package}:{lang}")
+        Example(rng.choice(FOREIGN_PROMPTS).format(text=target), opener + english, f"gettext:{package}:{lang}")
         for lang, (english, target, package) in rng.sample(pairs, count)
     ]
 

@@ -98,18 +98,20 @@ def _print_tables(result: dict[str, Any]) -> None:
         console.print(f"[yellow]Note:[/yellow] {note}")
 
 
-class _RichProgress:
+class RichProgress:
     """Turns evaluate_safety's (stage, done, total) callbacks into Rich bars."""
 
     LABELS = {"generate": "Generating", "judge": "Judging"}
 
     def __init__(self):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True),
+            TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True),
         )
         self.tasks: dict[str, Any] = {}
 
@@ -171,7 +173,7 @@ def safety_command(
     from safeswap.evaluation.safety import evaluate_safety, result_paths
 
     try:
-        with _RichProgress() as progress:
+        with RichProgress() as progress:
             result = evaluate_safety(
                 model, languages=languages, backend=backend, judge=judge, out=out, data=data,
                 data_revision=data_revision, limit=limit,

@@ -1,0 +1,144 @@
+"""`safeswap demo`: the whole pipeline on SmolLM2-135M-Instruct, offline, on CPU.
+
+1. base model and the two experts (cached by recipe: see experts.py);
+2. merges of the experts: the adaptive rule, fixed layer swapping, a linear soup;
+3. evaluation of every model: MultiJail harmful prompts and team-written benign
+   prompts in English and the demo language (refusal judge by default), the share
+   of answers written in the prompt's language, and held-out perplexity in the
+   demo language;
+4. a summary table that states what the numbers show, plus the full report.
+
+Generations are cached per model fingerprint under OUT/runs-<recipe>/, and the
+language measure beside them, so a rerun only redoes what changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from safeswap.demo.data import language_info
+from safeswap.demo.experts import build_experts
+from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
+from safeswap.demo.recipes import RECIPES, DemoRecipe
+from safeswap.demo.summary import write_summary
+from safeswap.errors import SafeswapError
+from safeswap.progress import console
+
+# The merges the demo compares; layer-swap keeps the outer fifth of the layers from the language expert.
+MERGES: dict[str, dict[str, Any]] = {
+    "merge-adaptive": {"method": "adaptive"},
+    "merge-layer-swap": {"method": "layer-swap", "parameters": {"bottom": 6, "top": 6}},
+    "merge-linear": {"method": "linear"},
+}
+BENIGN_DATA = Path(__file__).parent / "data" / "benign_eval.json"
+
+
+def _benign_file(language: str, count: int, folder: Path) -> Path:
+    """The team-written benign prompts as the evaluation's CSV (one column per language)."""
+    data = json.loads(BENIGN_DATA.read_text(encoding="utf-8"))
+    if language not in data:
+        raise SafeswapError(f"the demo has no benign prompts written in {language}; available: "
+                            + ", ".join(k for k in data if not k.startswith("_")))
+    english, target = data["en"][:count], data[language][:count]
+    path = folder / f"benign-en-{language}-{count}.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "en", language])
+        for i, (e, t) in enumerate(zip(english, target), start=1):
+            writer.writerow([f"benign-{i}", e["prompt"], t["prompt"]])
+    return path
+
+
+def _answers(runs: Path, result: dict, languages: list[str], ids: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The stored answers of this evaluation, per language (harmful and benign together)."""
+    from safeswap.evaluation.cache import GENERATIONS_FILE, cache_folder
+
+    path = cache_folder(runs, result["model"]["fingerprint"]) / GENERATIONS_FILE
+    latest: dict[tuple, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+            if record.get("language") in languages and record.get("prompt_id") in ids.get(record.get("dataset"), ()):
+                latest[(record["dataset"], record["language"], record["prompt_id"])] = record["response"]
+    return {lang: [text for (_, l_, _), text in sorted(latest.items()) if l_ == lang] for lang in languages}
+
+
+def _language_measure(runs: Path, model: Path, fingerprint: str, language: str, recipe: DemoRecipe, cache) -> dict:
+    """Held-out perplexity, cached by model fingerprint and recipe."""
+    store = runs / "language_measure.json"
+    known = json.loads(store.read_text()) if store.exists() else {}
+    key = f"{fingerprint}|{language}|{recipe.language_sentences}"
+    if key not in known:
+        known[key] = measure_language(model, language, cache, limit=recipe.language_sentences)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, store)
+    return known[key]
+
+
+def run_demo(
+    language: str = "ko", out: str | os.PathLike = "safeswap-demo", quick: bool = False,
+    multijail: str | os.PathLike | None = None, cache: str | os.PathLike | None = None, judge: str = "refusal",
+    judge_model: str | None = None, judge_base_url: str | None = None, show_progress: bool = True,
+) -> Path:
+    """Run the demo end to end; returns the path of the summary report (OUT/README.md)."""
+    from safeswap.api import merge
+    from safeswap.evaluation.cli import RichProgress
+    from safeswap.evaluation.multijail import load_multijail, select_subset
+    from safeswap.evaluation.safety import evaluate_safety
+    from safeswap.report import build_report
+
+    started = time.time()
+    language_info(language)
+    if language == "en":
+        raise SafeswapError("the demo language must be a MultiJail language other than English")
+    recipe = RECIPES["quick" if quick else "full"]
+    out = Path(out)
+    runs = out / f"runs-{recipe.name}"
+    benign = _benign_file(language, recipe.benign_prompts, runs)
+    prompts = load_multijail(multijail)  # fails early, with one line, when neither the file nor the hub is there
+    harmful_ids = {p.id for p in select_subset(prompts, recipe.multijail_prompts, seed=0)}
+    benign_ids = {f"benign-{i}" for i in range(1, recipe.benign_prompts + 1)}
+
+    console.rule(f"[bold]safeswap demo ({recipe.name}): safety expert + {language} expert")
+    experts = build_experts(language, recipe, cache, show_progress=show_progress)
+    models: dict[str, Path] = {"base": experts.base, "safety-expert": experts.safety,
+                               f"{language}-expert": experts.language}
+    for label, spec in MERGES.items():
+        console.print(f"merging: {label}")
+        models[label] = merge(experts.base, experts.safety, experts.language, out=out / "models" / label,
+                              force=True, **spec)
+
+    rows = []
+    languages = ["en", language]
+    for label, path in models.items():
+        console.print(f"evaluating: {label}")
+        with RichProgress() as progress:
+            result = evaluate_safety(
+                path, languages=languages, backend="hf", judge=judge, out=runs, data=multijail,
+                limit=recipe.multijail_prompts, benign=benign, label=label, max_new_tokens=recipe.max_new_tokens,
+                batch_size=16, judge_model=judge_model, judge_base_url=judge_base_url, progress=progress,
+            )
+        answers = _answers(runs, result, languages, {"multijail": harmful_ids, "benign": benign_ids})
+        measure = _language_measure(runs, path, result["model"]["fingerprint"], language, recipe, cache)
+        rows.append({
+            "model": label, "path": str(path), "result": result,
+            "in_language": {lang: in_language_rate(texts, lang) for lang, texts in answers.items()},
+            "perplexity": measure["perplexity"], "language_measure": measure,
+        })
+    base_ppl, expert_ppl = rows[0]["perplexity"], rows[2]["perplexity"]
+    for row in rows:
+        row["kept_language_gain"] = kept_language_gain(base_ppl, expert_ppl, row["perplexity"])
+    build_report(runs, out / "report", title=f"safeswap demo ({recipe.name}, {language})")
+    summary = write_summary(out, rows, language, recipe, time.time() - started)
+    console.print(f"[bold green]demo report:[/bold green] {summary}  (full report: {out / 'report' / 'report.html'})")
+    return summary
