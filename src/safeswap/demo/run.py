@@ -85,6 +85,23 @@ def _language_measure(runs: Path, model: Path, fingerprint: str, language: str, 
     return known[key]
 
 
+class _StageClock:
+    """Prints each finished stage with its time and an estimate of what remains."""
+
+    def __init__(self, stages: int):
+        self.start = self.last = time.time()
+        self.stages, self.finished = stages, 0
+
+    def done(self, what: str) -> None:
+        now = time.time()
+        self.finished += 1
+        left = self.stages - self.finished
+        eta = (now - self.start) / self.finished * left if left else 0.0
+        console.print(f"[green]done[/green] {what} in {now - self.last:.0f} s"
+                      + (f"; about {eta / 60:.1f} min left" if left else ""))
+        self.last = now
+
+
 def run_demo(
     language: str = "ko", out: str | os.PathLike = "safeswap-demo", quick: bool = False,
     multijail: str | os.PathLike | None = None, cache: str | os.PathLike | None = None, judge: str = "refusal",
@@ -110,13 +127,16 @@ def run_demo(
     benign_ids = {f"benign-{i}" for i in range(1, recipe.benign_prompts + 1)}
 
     console.rule(f"[bold]safeswap demo ({recipe.name}): safety expert + {language} expert")
+    stage = _StageClock(1 + 2 * len(MERGES) + 3)  # experts, merges, then every model evaluated
     experts = build_experts(language, recipe, cache, show_progress=show_progress)
+    stage.done("base model and experts")
     models: dict[str, Path] = {"base": experts.base, "safety-expert": experts.safety,
                                f"{language}-expert": experts.language}
     for label, spec in MERGES.items():
         console.print(f"merging: {label}")
         models[label] = merge(experts.base, experts.safety, experts.language, out=out / "models" / label,
                               force=True, **spec)
+        stage.done(label)
 
     rows = []
     languages = ["en", language]
@@ -135,6 +155,7 @@ def run_demo(
             "in_language": {lang: in_language_rate(texts, lang) for lang, texts in answers.items()},
             "perplexity": measure["perplexity"], "language_measure": measure,
         })
+        stage.done(f"evaluation of {label}")
     base_ppl, expert_ppl = rows[0]["perplexity"], rows[2]["perplexity"]
     for row in rows:
         row["kept_language_gain"] = kept_language_gain(base_ppl, expert_ppl, row["perplexity"])
