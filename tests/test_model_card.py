@@ -100,3 +100,14 @@ def test_card_of_a_formula_method_has_no_table(tmp_path, method):
     assert f"## Method: `{method}`" in body
     assert "| layers |" not in body
     assert "| weights | safety 1, language 1 |" in body
+
+
+def test_card_title_is_the_destination_not_the_temporary_folder(tmp_path):
+    """The card is written inside atomic_output's hidden temporary folder; its title names the real output."""
+    import safeswap
+    import tiny
+
+    triple = tiny.make_triple(tmp_path / "in", "llama", layers=3)
+    out = safeswap.merge(*triple, out=tmp_path / "merged-ko")
+    title = (out / "README.md").read_text(encoding="utf-8").split("\n---\n", 1)[1].lstrip().splitlines()[0]
+    assert title == "# language + safety (adaptive merge)" and ".safeswap-tmp-" not in title

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MLP_ONLY = ("gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,18 @@ class DemoRecipe:
     extra: dict = field(default_factory=dict)
 
 
+# Tuned on SmolLM2-135M with Korean (60 MultiJail prompts, 60 benign prompts per
+# language, module-wise merge). The safety expert adapts only the MLPs: with
+# adapters on every linear layer the merge refused Korean prompts across the
+# board (48/60 harmful, 30/60 benign), with MLP-only adapters it refused
+# 30/60 harmful and 15/60 benign, the best ratio found. Weaker safety training
+# (lower learning rate, fewer harmful examples) lowered both rates together,
+# stronger training (100 steps) raised both.
 FULL = DemoRecipe(
     name="full",
     safety_data=SafetyData(n_harmful=240, n_benign=240),
     language_data=LanguageData(n_translation=600, instruction_repeats=2),
-    safety=ExpertRecipe(steps=60),
+    safety=ExpertRecipe(steps=60, target_modules=MLP_ONLY),
     language=ExpertRecipe(steps=60),
 )
 
@@ -79,7 +87,7 @@ QUICK = DemoRecipe(
     name="quick",
     safety_data=SafetyData(n_harmful=24, n_benign=24),
     language_data=LanguageData(n_translation=40, instruction_repeats=1),
-    safety=ExpertRecipe(steps=3, batch_size=4),
+    safety=ExpertRecipe(steps=3, batch_size=4, target_modules=MLP_ONLY),
     language=ExpertRecipe(steps=3, batch_size=4),
     multijail_prompts=4,
     benign_prompts=4,
