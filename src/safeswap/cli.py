@@ -31,6 +31,16 @@ GRANULARITY = typer.Option(None, "--granularity", help="Unit of decision: layer 
 TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau blends the experts. [default: 0.001]")
 ALPHA = typer.Option(None, "--alpha", help="Safety expert's weight in blends: alpha*S + (1-alpha)*L. [default: 0.5]")
 OUTSIDE = typer.Option("blend", "--outside-layers", help="Embeddings, final norm, LM head: blend | language | safety.")
+# Method parameters, shared by `plan` and `merge`.
+BOTTOM = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top.")
+TOP = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert.")
+TRANSITION_BOTTOM = typer.Option(None, "--transition-bottom", help="layer-swap: blended layers between the bottom and the middle. [default: 0]")
+TRANSITION_TOP = typer.Option(None, "--transition-top", help="layer-swap: blended layers between the middle and the top. [default: 0]")
+WEIGHTS = typer.Option(None, "--weights", help="linear, task-arithmetic, ties, dare-*: expert weights 'safety,language', e.g. 0.7,0.3.")
+NORMALIZE = typer.Option(None, "--normalize/--no-normalize", help="Divide by the sum of the weights. [default: on for linear and ties, off otherwise]")
+LAMBDA = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]")
+DENSITY = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5].")
+SEED = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]")
 NONFINITE = typer.Option(False, "--allow-nonfinite", help="Merge even if an input tensor holds NaN or Inf (refused by default).")
 TOKENIZER = typer.Option("language", "--tokenizer-from", help="Tokenizer and chat template from: base | safety | language.")
 
@@ -76,15 +86,15 @@ def plan(
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
-    bottom: Optional[str] = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top."),
-    top: Optional[int] = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert."),
-    transition_bottom: Optional[int] = typer.Option(None, "--transition-bottom", help="layer-swap: blended layers between the bottom and the middle. [default: 0]"),
-    transition_top: Optional[int] = typer.Option(None, "--transition-top", help="layer-swap: blended layers between the middle and the top. [default: 0]"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="linear, task-arithmetic, ties, dare-*: expert weights 'safety,language', e.g. 0.7,0.3."),
-    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Divide by the sum of the weights. [default: on for linear and ties, off otherwise]"),
-    lambda_: Optional[float] = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]"),
-    density: Optional[float] = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]"),
+    bottom: Optional[str] = BOTTOM,
+    top: Optional[int] = TOP,
+    transition_bottom: Optional[int] = TRANSITION_BOTTOM,
+    transition_top: Optional[int] = TRANSITION_TOP,
+    weights: Optional[str] = WEIGHTS,
+    normalize: Optional[bool] = NORMALIZE,
+    lambda_: Optional[float] = LAMBDA,
+    density: Optional[float] = DENSITY,
+    seed: Optional[int] = SEED,
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     revision: Optional[str] = REVISION,
@@ -123,15 +133,15 @@ def merge(
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
-    bottom: Optional[str] = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top."),
-    top: Optional[int] = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert."),
-    transition_bottom: Optional[int] = typer.Option(None, "--transition-bottom", help="layer-swap: blended layers between the bottom and the middle. [default: 0]"),
-    transition_top: Optional[int] = typer.Option(None, "--transition-top", help="layer-swap: blended layers between the middle and the top. [default: 0]"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="linear, task-arithmetic, ties, dare-*: expert weights 'safety,language', e.g. 0.7,0.3."),
-    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Divide by the sum of the weights. [default: on for linear and ties, off otherwise]"),
-    lambda_: Optional[float] = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]"),
-    density: Optional[float] = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]"),
+    bottom: Optional[str] = BOTTOM,
+    top: Optional[int] = TOP,
+    transition_bottom: Optional[int] = TRANSITION_BOTTOM,
+    transition_top: Optional[int] = TRANSITION_TOP,
+    weights: Optional[str] = WEIGHTS,
+    normalize: Optional[bool] = NORMALIZE,
+    lambda_: Optional[float] = LAMBDA,
+    density: Optional[float] = DENSITY,
+    seed: Optional[int] = SEED,
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32. [default: the inputs' dtype]"),
