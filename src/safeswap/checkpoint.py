@@ -38,6 +38,15 @@ DTYPES: dict[str, tuple[torch.dtype, int]] = {
 TORCH_TO_SAFETENSORS = {torch_dtype: name for name, (torch_dtype, _) in DTYPES.items()}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
+# A float is NaN or Inf exactly when its exponent field is all ones. Testing those bits
+# on an integer view is one fast pass; torch.isfinite on bfloat16 is fifteen times slower.
+_EXPONENT_BITS = {
+    torch.bfloat16: (torch.int16, 0x7F80),
+    torch.float16: (torch.int16, 0x7C00),
+    torch.float32: (torch.int32, 0x7F800000),
+    torch.float64: (torch.int64, 0x7FF0000000000000),
+}
+
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX_NAME = "model.safetensors.index.json"
@@ -68,6 +77,15 @@ class TensorInfo:
     @property
     def itemsize(self) -> int:
         return DTYPES[self.dtype][1]
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row (of the first dimension); a scalar or empty tensor is one row."""
+        return self.nbytes // self.shape[0] if self.shape and self.shape[0] else self.nbytes
+
+    def chunk_bytes(self, rows: int | None) -> int:
+        """Bytes of `rows` rows, or of the whole tensor when rows is None (see row_chunks)."""
+        return self.nbytes if rows is None else rows * self.row_bytes
 
 
 def read_header(path: Path) -> tuple[dict, int, bytes]:
@@ -243,12 +261,13 @@ class Checkpoint:
         through fresh memory.
         """
         info = self.tensors[name]
-        row_bytes = info.nbytes // info.shape[0] if info.shape and info.shape[0] else info.nbytes
         if rows is None:
             rows = (info.shape[0] - first_row) if info.shape else 1
-        nbytes = rows * row_bytes
+        nbytes = rows * info.row_bytes
+        if out is not None and out.numel() < nbytes:
+            raise ValueError(f"buffer of {out.numel()} bytes is too small for {nbytes} bytes of {name}")
         buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out[:nbytes]
-        self.read_into(info, memoryview(buf.numpy()), first_row * row_bytes)
+        self.read_into(info, memoryview(buf.numpy()), first_row * info.row_bytes)
         return buf
 
     def read(self, name: str, first_row: int = 0, rows: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -269,6 +288,18 @@ class Checkpoint:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """True when no element is NaN or Inf (always true for integer tensors)."""
+    if not values.is_floating_point() or values.numel() == 0:
+        return True
+    spec = _EXPONENT_BITS.get(values.dtype)
+    if spec is None:  # float8 and other rare types
+        return bool(torch.isfinite(values).all())
+    int_dtype, mask = spec
+    exponents = torch.bitwise_and(values.contiguous().view(int_dtype), mask)
+    return int(exponents.max()) != mask
 
 
 def row_chunks(info: TensorInfo, max_elements: int) -> Iterator[tuple[int, int | None]]:
