@@ -15,7 +15,7 @@ import torch
 
 from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.manifest import InputHasher, verify_outputs, write_manifest
+from safeswap.manifest import input_hasher, verify_outputs, write_manifest
 from safeswap.model_card import write_model_card
 from safeswap.figures import decisions_figure, specialization_figure
 from safeswap.inputs import Inputs, fingerprint, open_inputs
@@ -221,7 +221,7 @@ def merge(
         if not dry_run:
             check_destination(out, force, [m.folder for m in inputs.models.values()])
             _check_free_space(out, needed)
-            hasher = InputHasher(inputs.models)
+            hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
         if plan is not None:
             check_fingerprints(plan_, {r: fingerprint(m) for r, m in inputs.models.items()})
         else:

@@ -22,7 +22,7 @@ from safeswap.api import (
 from safeswap.engine import OutputJob, dtype_name, execute
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs, open_inputs
-from safeswap.manifest import InputHasher
+from safeswap.manifest import input_hasher
 from safeswap.methods import get_method
 from safeswap.progress import console, task
 from safeswap.specialization import measure_many
@@ -79,7 +79,7 @@ def merge_languages(
         needed = _output_bytes(inputs, out_dtype) * len(languages)
         check_destination(out, force, [m.folder for m in inputs.models.values()])
         _check_free_space(out, needed)
-        hasher = InputHasher(inputs.models)
+        hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
         stats = None
         if get_method(method).uses_statistics:
             n = sum(1 for r in inputs.roles.values() if r.scored)

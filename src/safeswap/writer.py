@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from safeswap.checkpoint import DTYPES, INDEX_NAME
+from safeswap.checkpoint import DTYPES
+from safeswap.shards import INDEX_NAME
 from safeswap.errors import SafeswapError
 
 TMP_MARKER = ".safeswap-tmp-"
