@@ -16,7 +16,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,7 @@ from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
 from safeswap.operations import Take
 from safeswap.writer import OutputTensor, ShardedWriter
+from safeswap.threads import worker_pool
 
 # 1M elements per chunk: a chunk's float32 copies stay in the CPU cache, which made
 # the whole merge 1.8x faster than 8M-element chunks; small enough tensors are one chunk.
@@ -187,7 +187,7 @@ def execute(
     for _ in range(WINDOW):
         free.put([torch.empty(largest, dtype=torch.uint8) for _ in jobs])
     pending: deque = deque()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool() as pool:
         it = iter(items)
 
         def submit_next() -> None:

@@ -8,9 +8,11 @@ plan took whole from an expert and checks it is byte-identical to its source.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
-import threading
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,39 +41,37 @@ def model_files(folder: Path) -> list[Path]:
 
 
 class InputHasher:
-    """Hashes every input file on a background thread while the merge reads the same files.
+    """Hashes every input file in a child process while the merge reads the same files.
 
-    The merge's own reads and this thread share the page cache, so the hashes cost
-    no extra pass over the disk; sha256 releases the GIL and runs beside the compute.
+    A process, not a thread: a hashing thread trades the GIL with the main work (the
+    torch import, the chunk dispatch) after every block and got well under a core.
+    The child shares the page cache, so the hashes cost no extra pass over the disk.
     """
 
     def __init__(self, folders: dict[str, Path]):
         self.folders = {role: Path(folder) for role, folder in folders.items()}
         self._files = [(role, f) for role, folder in self.folders.items() for f in model_files(folder)]
-        self._result: dict[str, dict[str, dict[str, Any]]] = {}
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="safeswap-input-hasher", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for role, path in self._files:
-                if self._stop.is_set():
-                    return
-                entry = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
-                self._result.setdefault(role, {})[path.name] = entry
-        except BaseException as e:  # reported by result()
-            self._error = e
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "safeswap.manifest", *(str(f) for _, f in self._files)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        atexit.register(self.cancel)
 
     def result(self) -> dict[str, dict[str, dict[str, Any]]]:
-        self._thread.join()
-        if self._error is not None:
-            raise SafeswapError(f"could not hash the input files: {self._error}")
-        return self._result
+        out, err = self._proc.communicate()
+        atexit.unregister(self.cancel)
+        lines = err.decode(errors="replace").strip().splitlines()
+        if self._proc.returncode != 0:
+            raise SafeswapError(f"could not hash the input files: {lines[-1] if lines else 'hasher failed'}")
+        result: dict[str, dict[str, dict[str, Any]]] = {}
+        for (role, path), (size, digest) in zip(self._files, json.loads(out), strict=True):
+            result.setdefault(role, {})[path.name] = {"size": size, "sha256": digest}
+        return result
 
     def cancel(self) -> None:
-        self._stop.set()
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.communicate()
 
 
 _early: list[InputHasher] = []
@@ -136,3 +136,16 @@ def verify_outputs(folder: Path) -> int:
         if _sha256_file(path) != entry["sha256"]:
             raise SafeswapError(f"shard {name} does not match its sha256 in the manifest")
     return len(manifest.get("outputs", {}))
+
+
+def _hash_files_main(paths: list[str]) -> None:
+    """The hasher child: prints [[size, sha256], ...] for the given files, in order."""
+    try:
+        digests = [[Path(p).stat().st_size, _sha256_file(Path(p))] for p in paths]
+    except OSError as e:
+        sys.exit(f"{e.filename}: {e.strerror}")
+    print(json.dumps(digests))
+
+
+if __name__ == "__main__":
+    _hash_files_main(sys.argv[1:])

@@ -12,7 +12,6 @@ over all units into p_X, and d = p_safety - p_language drives the decision.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
@@ -21,6 +20,7 @@ import torch
 from safeswap.checkpoint import FLOAT_DTYPES, Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
+from safeswap.threads import worker_pool
 
 GRANULARITIES = ("layer", "module", "projection")
 CHUNK_ELEMENTS = 512 << 10  # per model and chunk: its float32 copies stay in the CPU cache (2.7x faster than 8M)
@@ -136,7 +136,7 @@ def measure_many(inputs: Inputs, languages: list[str], on_tensor: Callable[[str]
     names = [n for n in inputs.tensor_names() if inputs.roles[n].scored]
     experts = ("safety", *languages)
     stats: dict[str, list[TensorStat]] = {lang: [] for lang in languages}
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with worker_pool() as pool:
         if not allow_nonfinite:  # scored tensors are checked through their norms below
             unscored = [n for n in inputs.tensor_names() if not inputs.roles[n].scored]
             list(pool.map(lambda n: _check_finite(inputs, n), unscored))

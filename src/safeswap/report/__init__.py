@@ -3,9 +3,11 @@
     from safeswap.report import build_report
     build_report("runs/", "report/")   # report.md, report.html, figures/, models/
 
-Imported on first use, so that the CLI (which mounts `safeswap report`) starts
-without loading matplotlib.
+build_report is imported on first use, so that the CLI (which mounts
+`safeswap report`) starts without loading matplotlib.
 """
+
+from safeswap.report.collect import collect
 
 __all__ = ["build_report", "collect"]
 
@@ -16,11 +18,4 @@ def build_report(*args, **kwargs):
     return _build_report(*args, **kwargs)
 
 
-def collect(*args, **kwargs):
-    from safeswap.report.collect import collect as _collect
-
-    return _collect(*args, **kwargs)
-
-
 build_report.__doc__ = "See safeswap.report.build.build_report."
-collect.__doc__ = "See safeswap.report.collect.collect."
