@@ -223,6 +223,16 @@ def test_nan_is_refused_unless_allowed(monkeypatch, capsys, triple, tmp_path):
     assert (tmp_path / "o" / "model.safetensors").exists()
 
 
+def test_overflow_of_a_narrowing_dtype_is_caught_after_an_analysis(monkeypatch, capsys, triple, tmp_path):
+    """Inputs the analysis found finite can still overflow float16: that cast is checked."""
+    base, safety, language = triple
+    big_s, big_l = copy_model(safety, tmp_path / "s"), copy_model(language, tmp_path / "l")
+    for folder in (big_s, big_l):
+        _rewrite(folder, lambda t: t["model.embed_tokens.weight"].__setitem__((0, 0), 1e30))  # bfloat16 holds it
+    assert_refused(monkeypatch, capsys, tmp_path / "o", "merging tensor model.embed_tokens.weight produced NaN or Inf",
+                   *merge_args(base, big_s, big_l), "--dtype", "float16")
+
+
 def test_nan_in_a_taken_tensor_is_caught_by_the_merge(monkeypatch, capsys, triple, tmp_path):
     """Methods without an analysis pass (here a plan replay) still refuse NaN in what they write."""
     import safeswap

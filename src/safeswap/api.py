@@ -222,10 +222,11 @@ def merge(
             check_destination(out, force, [m.folder for m in inputs.models.values()])
             _check_free_space(out, needed)
             hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
+        analysed = plan is None and get_method(method).uses_statistics  # the analysis checks every input tensor
         if plan is not None:
             check_fingerprints(plan_, {r: fingerprint(m) for r, m in inputs.models.items()})
         else:
-            stats = _measure(inputs, show_progress, allow_nonfinite) if get_method(method).uses_statistics else None
+            stats = _measure(inputs, show_progress, allow_nonfinite) if analysed else None
             plan_ = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
         ops = _operations(plan_, inputs)
         if dry_run:
@@ -235,7 +236,7 @@ def merge(
             figures = side.submit(_write_figures, plan_, tmp)
             with task("merging", needed, show_progress, unit="bytes") as advance:
                 (shard_hashes,) = execute(inputs, [OutputJob(tmp, ops)], shard_bytes, out_dtype, on_bytes=advance,
-                                          allow_nonfinite=allow_nonfinite)
+                                          allow_nonfinite=allow_nonfinite, inputs_checked=analysed)
             figures.result()
             finish_output(inputs, plan_, tmp, shard_hashes, hasher.result(), out_dtype, command)
     finally:

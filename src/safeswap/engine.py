@@ -126,11 +126,15 @@ def _check_finite(reader: _ChunkReader, keys: list[str], values: torch.Tensor) -
         raise SafeswapError(f"merging tensor {reader.name} produced NaN or Inf values (use --allow-nonfinite to merge anyway)")
 
 
-def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torch.Tensor, check: bool) -> torch.Tensor:
+def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torch.Tensor, check: bool,
+                 inputs_checked: bool) -> torch.Tensor:
     """Fill `out` (a uint8 buffer) with one job's output bytes for the chunk; returns the filled part."""
     op = job.ops[reader.name]
     keys = [job.models[r] for r in op.roles]
     itemsize, torch_dtype = DTYPES[out_dtype][1], DTYPES[out_dtype][0]
+    if check and inputs_checked and getattr(op, "keeps_finite", False) and all(
+            reader.inputs.models[k].tensors[reader.name].dtype == out_dtype for k in keys):
+        check = False  # finite inputs, an operation that stays within their range, no narrowing cast
     if isinstance(op, Take):
         key = keys[0]
         if reader.inputs.models[key].tensors[reader.name].dtype == out_dtype:
@@ -150,17 +154,17 @@ def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torc
         values = op.compute(tensors, reader.name)
     else:
         values = op.compute({r: reader.whole(k).float() for r, k in zip(op.roles, keys)}, reader.name)
-    if check:
-        _check_finite(reader, keys, values)
     result = out[: values.numel() * itemsize].view(torch_dtype).view(values.shape)
     result.copy_(values)
+    if check:  # after the cast: a narrower output dtype can overflow
+        _check_finite(reader, keys, result)
     return out[: result.numel() * itemsize]
 
 
 def _produce(inputs: Inputs, jobs: list[OutputJob], name: str, first: int, rows: int | None, out_dtype: str,
-             buffers: list[torch.Tensor], check: bool) -> list[torch.Tensor]:
+             buffers: list[torch.Tensor], check: bool, inputs_checked: bool) -> list[torch.Tensor]:
     reader = _ChunkReader(inputs, name, first, rows)
-    return [_produce_one(reader, job, out_dtype, buf, check) for job, buf in zip(jobs, buffers)]
+    return [_produce_one(reader, job, out_dtype, buf, check, inputs_checked) for job, buf in zip(jobs, buffers)]
 
 
 def execute(
@@ -170,10 +174,13 @@ def execute(
     dtype: str | None = None,
     on_bytes: Callable[[int], None] | None = None,
     allow_nonfinite: bool = False,
+    inputs_checked: bool = False,
 ) -> list[dict[str, str]]:
     """Write every tensor of the receiver, per each job's operations, as shards in each job's folder.
 
     Every input chunk is read once for all jobs. Returns, per job, {shard filename: sha256}.
+    Output chunks are checked for NaN/Inf unless allow_nonfinite; with inputs_checked (the
+    analysis already checked every input tensor), only what an operation could make non-finite.
     """
     names = inputs.tensor_names()
     outputs = [OutputTensor(n, output_dtype(inputs.receiver.tensors[n].dtype, dtype), inputs.receiver.tensors[n].shape)
@@ -196,7 +203,7 @@ def execute(
                 name, first, rows = item
                 buffers = free.get()
                 future = pool.submit(_produce, inputs, jobs, name, first, rows, out_dtypes[name], buffers,
-                                     not allow_nonfinite)
+                                     not allow_nonfinite, inputs_checked)
                 pending.append((name, buffers, future))
 
         for _ in range(WINDOW):

@@ -100,7 +100,8 @@ def merge_languages(
                                       {"base": "base", "safety": "safety", "language": keys[code]}))
             figures = side.submit(lambda: [_write_figures(plans[c], tmp / c) for c in languages])
             with task("merging", needed, show_progress, unit="bytes") as advance:
-                hashes = execute(inputs, jobs, shard_bytes, out_dtype, on_bytes=advance, allow_nonfinite=allow_nonfinite)
+                hashes = execute(inputs, jobs, shard_bytes, out_dtype, on_bytes=advance, allow_nonfinite=allow_nonfinite,
+                                 inputs_checked=stats is not None)
             figures.result()
             all_inputs = hasher.result()
             for (code, view), shard_hashes in zip(views.items(), hashes):

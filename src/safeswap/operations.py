@@ -17,6 +17,7 @@ class Take:
     """Copy one model's tensor bytes unchanged (bit-identical)."""
 
     role: str
+    keeps_finite = True  # the bytes of a finite input
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -36,6 +37,11 @@ class Linear:
     @property
     def roles(self) -> tuple[str, ...]:
         return tuple(r for r, _ in self.weights)
+
+    @property
+    def keeps_finite(self) -> bool:
+        """Non-negative weights summing to at most 1 never leave the inputs' range."""
+        return all(w >= 0 for _, w in self.weights) and sum(w for _, w in self.weights) <= 1 + 1e-6
 
     def compute(self, tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """Works in place on the float32 inputs it is given (the engine's scratch buffers).
