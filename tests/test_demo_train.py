@@ -90,3 +90,12 @@ def test_cached_expert_trains_once_per_recipe(base, tmp_path):
     assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
     changed = cached_expert(base, EXAMPLES[:3], RECIPE, tmp_path, "safety", show_progress=False)
     assert changed != first
+
+
+def test_adapters_limited_to_chosen_layers_and_modules(base, tmp_path):
+    recipe = ExpertRecipe(**{**RECIPE.__dict__, "layers": (1,), "target_modules": ("gate_proj", "up_proj", "down_proj")})
+    assert recipe.key() != RECIPE.key()
+    assert ExpertRecipe(**{**RECIPE.__dict__, "layers": None}).key() == RECIPE.key()
+    trained, original = weights(train_expert(base, EXAMPLES, recipe, tmp_path / "e", show_progress=False)), weights(base)
+    changed = {n for n in trained if not torch.equal(trained[n], original[n])}
+    assert changed and all(n.startswith("model.layers.1.mlp.") for n in changed)

@@ -30,10 +30,14 @@ class ExpertRecipe:
     max_length: int = 160
     warmup_share: float = 0.1
     seed: int = 0
+    layers: tuple[int, ...] | None = None  # decoder layers that get adapters; None: every layer
 
     def key(self, *extra: str) -> str:
         """A short stable hash of the recipe and of any extra strings (data and base fingerprints)."""
-        blob = json.dumps([asdict(self), list(extra)], sort_keys=True)
+        fields = asdict(self)
+        if fields["layers"] is None:  # recipes from before the field existed keep their keys
+            del fields["layers"]
+        blob = json.dumps([fields, list(extra)], sort_keys=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 

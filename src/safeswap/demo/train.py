@@ -153,6 +153,7 @@ def train_expert(
         r=recipe.lora_rank,
         lora_alpha=recipe.lora_alpha,
         target_modules=list(recipe.target_modules),
+        layers_to_transform=list(recipe.layers) if recipe.layers else None,
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",
