@@ -26,8 +26,8 @@ from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, Work
 from safeswap.errors import SafeswapError
 from safeswap.inputs import Inputs
 from safeswap.operations import Take
-from safeswap.writer import OutputTensor, ShardedWriter
 from safeswap.threads import worker_pool
+from safeswap.writer import OutputTensor, ShardedWriter
 
 # 1M elements per chunk: a chunk's float32 copies stay in the CPU cache, which made
 # the whole merge 1.8x faster than 8M-element chunks; small enough tensors are one chunk.

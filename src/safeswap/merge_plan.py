@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from safeswap import __version__
+from safeswap.documents import read_document
 from safeswap.errors import SafeswapError
 
 PLAN_FORMAT = "safeswap.plan/1"
@@ -99,17 +100,7 @@ _PlanDumper.add_representer(dict, _represent_dict)
 
 def load_plan(path: str | os.PathLike) -> MergePlan:
     """Read and validate a plan file; every problem is one line naming it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / PLAN_FILENAME
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SafeswapError(f"plan file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise SafeswapError(f"plan file {path} is malformed ({e.__class__.__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-        raise SafeswapError(f"plan file {path} is not a safeswap plan (expected format: {PLAN_FORMAT})")
+    path, data = read_document(path, PLAN_FILENAME, "plan", yaml.safe_load, (yaml.YAMLError,), PLAN_FORMAT)
     try:
         plan = MergePlan(
             method=str(data["method"]),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from safeswap import __version__
+from safeswap.documents import read_document
 from safeswap.errors import SafeswapError
 from safeswap.specialization import TensorStat
 
@@ -67,17 +68,8 @@ def save_statistics(stats: Statistics, folder: str | os.PathLike, units: list[di
 
 
 def load_statistics(path: str | os.PathLike) -> Statistics:
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATISTICS_FILENAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SafeswapError(f"statistics file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafeswapError(f"statistics file {path} is malformed ({e.__class__.__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != STATISTICS_FORMAT:
-        raise SafeswapError(f"{path} is not a safeswap statistics file")
+    path, data = read_document(path, STATISTICS_FILENAME, "statistics", json.loads, (json.JSONDecodeError,),
+                               STATISTICS_FORMAT)
     try:
         tensors = [
             TensorStat(t["name"], int(t["layer"]), t["module"], t["projection"], int(t["numel"]),

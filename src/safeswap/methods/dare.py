@@ -24,14 +24,7 @@ class DareMethod(MergeMethod):
     consensus: ClassVar[bool] = False
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        check.reject_unknown(self.name, params, self.defaults)
-        p = {**self.defaults, **params}
-        p["weights"] = check.weights(p["weights"])
-        p["density"] = check.density(p["density"])
-        p["lambda"] = check.number(p["lambda"], "lambda")
-        p["normalize"] = check.flag(p["normalize"], "normalize")
-        p["seed"] = check.whole_number(p["seed"], "seed")
-        return p
+        return check.weighted_parameters(self.name, params, self.defaults)
 
     def operation(self, plan, name, role) -> TaskVectorMerge:
         p = plan.parameters

@@ -21,10 +21,7 @@ class LinearMerge(MergeMethod):
     defaults = {"weights": {"safety": 0.5, "language": 0.5}, "normalize": True}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        check.reject_unknown(self.name, params, self.defaults)
-        p = {**self.defaults, **params}
-        p["weights"] = check.weights(p["weights"])
-        p["normalize"] = check.flag(p["normalize"], "normalize")
+        p = check.weighted_parameters(self.name, params, self.defaults)
         if p["normalize"] and sum(p["weights"].values()) == 0:
             raise SafeswapError("linear weights sum to 0 and cannot be normalised; change them or pass --no-normalize")
         return p

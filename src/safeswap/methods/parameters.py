@@ -89,6 +89,26 @@ def weights(value: Any) -> dict[str, float]:
     raise SafeswapError(f"weights must be 'a,b' (safety, language), got {value!r}")
 
 
+_CHECKS = {
+    "weights": weights,
+    "density": density,
+    "lambda": lambda v: number(v, "lambda"),
+    "normalize": lambda v: flag(v, "normalize"),
+    "seed": lambda v: whole_number(v, "seed"),
+}
+
+
+def weighted_parameters(method: str, params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The checks that linear, task arithmetic, TIES and DARE share: unknown names refused,
+    defaults filled in, then weights, density, lambda, normalize and seed checked where the method has them."""
+    reject_unknown(method, params, defaults)
+    p = {**defaults, **params}
+    for key, validate in _CHECKS.items():
+        if key in p:
+            p[key] = validate(p[key])
+    return p
+
+
 def flag_parameters(**flags: Any) -> dict[str, Any]:
     """The method parameters a command line gave (flags left unset are omitted, so method defaults apply).
 

@@ -20,12 +20,7 @@ class TaskArithmetic(MergeMethod):
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "lambda": 1.0, "normalize": False}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        check.reject_unknown(self.name, params, self.defaults)
-        p = {**self.defaults, **params}
-        p["weights"] = check.weights(p["weights"])
-        p["lambda"] = check.number(p["lambda"], "lambda")
-        p["normalize"] = check.flag(p["normalize"], "normalize")
-        return p
+        return check.weighted_parameters(self.name, params, self.defaults)
 
     def operation(self, plan, name, role) -> TaskVectorMerge:
         p = plan.parameters
