@@ -1,7 +1,7 @@
 """The demo's recipes: how much data, how many training steps, what to evaluate.
 
-FULL is the demo's first run (about 25 minutes on two CPU cores, experts trained
-in well under ten); QUICK runs every stage with a few steps and prompts (under
+FULL is the demo's first run (16 minutes on two idle CPU cores, 5 of them
+training both experts); QUICK runs every stage with a few steps and prompts (under
 five minutes), for trying the demo out and for the test suite.
 An expert's cache key is the hash of its recipe, its data and its base, so
 changing any of them trains a new expert and never reuses a stale one.
@@ -72,13 +72,11 @@ class DemoRecipe:
     extra: dict = field(default_factory=dict)
 
 
-# Tuned on SmolLM2-135M with Korean (60 MultiJail prompts, 60 benign prompts per
-# language, module-wise merge). The safety expert adapts only the MLPs: with
-# adapters on every linear layer the merge refused Korean prompts across the
-# board (48/60 harmful, 30/60 benign), with MLP-only adapters it refused
-# 30/60 harmful and 15/60 benign, the best ratio found. Weaker safety training
-# (lower learning rate, fewer harmful examples) lowered both rates together,
-# stronger training (100 steps) raised both.
+# Chosen among sixteen tries on SmolLM2-135M with Korean (docs/demo-tuning.md): with
+# MLP-only safety adapters the module-wise merge refused 30/60 harmful and 15/60 benign
+# Korean prompts, the clearest gap to the language expert (0/60) found. Stronger safety
+# training raised both rates, weaker lowered both; adapters on half of the layers
+# kept the Korean ability but no Korean refusals.
 FULL = DemoRecipe(
     name="full",
     safety_data=SafetyData(n_harmful=240, n_benign=240),
