@@ -66,3 +66,26 @@ def test_cli_starts_without_torch_or_matplotlib():
     code = "import sys, safeswap.cli; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_cli_hashes_each_input_once(triple, tmp_path, monkeypatch):
+    """The hasher the CLI starts before importing torch is the one the merge uses (relative paths too)."""
+    from safeswap.cli import main
+
+    started = []
+    original = manifest.InputHasher.__init__
+
+    def counting(self, folders):
+        started.append(folders)
+        original(self, folders)
+
+    monkeypatch.setattr(manifest.InputHasher, "__init__", counting)
+    base, safety, language = triple
+    monkeypatch.chdir(base.parent)
+    monkeypatch.setattr(sys, "argv", ["safeswap", "merge", "--base", base.name, "--safety", safety.name,
+                                      "--language", language.name, "--out", str(tmp_path / "merged")])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    assert len(started) == 1
+    assert (tmp_path / "merged" / "safeswap-manifest.json").is_file()
