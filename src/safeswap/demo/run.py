@@ -24,6 +24,7 @@ from typing import Any
 from safeswap.demo.data import language_info
 from safeswap.demo.experts import build_experts
 from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
+from safeswap.demo.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
 from safeswap.demo.summary import write_summary
 from safeswap.errors import SafeswapError
@@ -152,7 +153,7 @@ def run_demo(
     languages = ["en", language]
     for label, path in models.items():
         console.print(f"evaluating: {label}")
-        with RichProgress() as progress:
+        with RichProgress() as progress, quiet_transformers():
             result = evaluate_safety(
                 path, languages=languages, backend="hf", judge=judge, out=runs, data=multijail,
                 limit=recipe.multijail_prompts, benign=benign, label=label, max_new_tokens=recipe.max_new_tokens,
