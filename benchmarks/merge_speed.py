@@ -11,6 +11,7 @@ and prints both figures and the ratios. Run from the repository root:
 
   python benchmarks/merge_speed.py                 # TinyLlama shapes, ~7 GB of disk
   python benchmarks/merge_speed.py --size 8b       # Llama-3.1-8B shapes, ~64 GB of disk
+  python benchmarks/merge_speed.py --size 8b --layers 4   # the same shapes, 4 layers: ~12 GB of disk
   python benchmarks/merge_speed.py --methods adaptive,ties,layer-swap --mergekit-methods linear,ties
 """
 
@@ -18,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
 
 SIZES = {
     "1b": dict(layers=22, hidden=2048, intermediate=5632, heads=32, kv_heads=4, vocab=32000),
@@ -78,19 +78,38 @@ def relative_noise(name: str, role: str, layers: int) -> float:
     return 0.005
 
 
-def build(root: Path, size: str) -> dict[str, Path]:
-    s = SIZES[size]
-    shapes = tensor_shapes(s)
+def build(root: Path, size: str, layers: int | None = None) -> dict[str, Path]:
+    """The triple's folders, built first when missing.
+
+    The building runs in a spawned process: this process starts every contender, and a
+    child started by vfork is charged the parent's peak RSS, so this one must stay small
+    (no torch, no tensors).
+    """
     folders = {r: root / r for r in ("base", "safety", "language")}
-    if all((f / "model.safetensors.index.json").exists() for f in folders.values()):
-        return folders
-    print(f"building the synthetic {size} triple in {root} (once)...", flush=True)
-    total = sum(torch.Size(shape).numel() * 2 for _, shape in shapes)
+    if not all((f / "model.safetensors.index.json").exists() for f in folders.values()):
+        print(f"building the synthetic {size} triple in {root} (once)...", flush=True)
+        child = multiprocessing.get_context("spawn").Process(target=_write_triple, args=(folders, size, layers))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the synthetic triple failed (exit code {child.exitcode})")
+    return folders
+
+
+def _write_triple(folders: dict[str, Path], size: str, layers: int | None) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    s = dict(SIZES[size])
+    if layers:
+        s["layers"] = layers
+    shapes = tensor_shapes(s)
+    total = sum(math.prod(shape) * 2 for _, shape in shapes)
     halves = [[], []]
     acc = 0
     for name, shape in shapes:
         halves[0 if acc < total / 2 else 1].append((name, shape))
-        acc += torch.Size(shape).numel() * 2
+        acc += math.prod(shape) * 2
     for role, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
         weight_map = {}
@@ -113,7 +132,6 @@ def build(root: Path, size: str) -> dict[str, Path]:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (folder / "config.json").write_text(json.dumps(config(s), indent=2))
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return folders
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
@@ -167,6 +185,7 @@ def mergekit_cmd(mergekit_bin: Path, folders, out: Path, method: str, work: Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="1b")
+    ap.add_argument("--layers", type=int, help="fewer decoder layers than the size has (same tensor shapes, less disk)")
     ap.add_argument("--cache", type=Path, default=Path(".bench-cache"))
     ap.add_argument("--methods", default="adaptive", help="safeswap methods to time, comma-separated")
     ap.add_argument("--mergekit-methods", default="linear", help="mergekit methods to time, comma-separated")
@@ -174,8 +193,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best wall time is kept")
     args = ap.parse_args()
 
-    folders = build(args.cache / args.size, args.size)
-    work = args.cache / f"out-{args.size}"
+    name = args.size + (f"-{args.layers}layers" if args.layers else "")
+    folders = build(args.cache / name, args.size, args.layers)
+    work = args.cache / f"out-{name}"
     work.mkdir(parents=True, exist_ok=True)
     results = []
     contenders = [(f"safeswap {m}", safeswap_cmd(folders, work / "out", m)) for m in args.methods.split(",") if m]

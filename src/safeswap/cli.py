@@ -32,6 +32,7 @@ GRANULARITY = typer.Option(None, "--granularity", help="Unit of decision: layer 
 TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau blends the experts. [default: 0.001]")
 ALPHA = typer.Option(None, "--alpha", help="Safety expert's weight in blends: alpha*S + (1-alpha)*L. [default: 0.5]")
 OUTSIDE = typer.Option("blend", "--outside-layers", help="Embeddings, final norm, LM head: blend | language | safety.")
+METHOD = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties.")
 # Method parameters, shared by `plan` and `merge`.
 BOTTOM = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top.")
 TOP = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert.")
@@ -83,7 +84,7 @@ def plan(
     language: Optional[str] = LANGUAGE,
     statistics: Optional[Path] = typer.Option(None, "--statistics", help="Plan from a statistics folder/file written by `analyze` instead of reading the models again."),
     out: Path = typer.Option(Path("safeswap-plan.yaml"), "--out", help="Plan file (YAML) to write."),
-    method: str = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties."),
+    method: str = METHOD,
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
@@ -130,7 +131,7 @@ def merge(
     language: Optional[List[str]] = typer.Option(None, "--language", help="Target-language expert (folder or hub id); the output keeps its config. Repeat as CODE=PATH (e.g. --language ko=./ko --language sw=./sw) to merge several languages into OUT/<code>/, reading the base and safety expert once."),
     out: Path = typer.Option(..., "--out", help="Output folder for the merged model (must not exist or be empty)."),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="Replay this plan file instead of deciding anew."),
-    method: str = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties."),
+    method: str = METHOD,
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
