@@ -87,6 +87,18 @@ def test_language_data_has_instructions_and_translations_without_heldout(cache):
     assert all("Korean" in e.prompt or "한국어" in e.prompt for e in translations)
 
 
+def test_reverse_translations_are_extra_pairs_into_english(cache):
+    plain = D.build_language_data("ko", cache, n_translation=20, seed=0)
+    both = D.build_language_data("ko", cache, n_translation=20, n_reverse=10, seed=0)
+    reverse = [e for e in both if e.prompt.startswith("Translate into English.")]
+    assert len(reverse) == 10 and len(both) == len(plain) + 10
+    forward = {e.answer for e in both if e.source.startswith("gettext") and e not in reverse}
+    assert forward == {e.answer for e in plain if e.source.startswith("gettext")}  # the forward pairs are unchanged
+    assert not forward & {e.prompt.split("\n", 1)[1] for e in reverse}  # and never reused backwards
+    with pytest.raises(SafeswapError, match="translation pairs"):
+        D.build_language_data("ko", cache, n_translation=60, n_reverse=60)
+
+
 def test_heldout_split_is_stable_and_near_its_share(cache):
     first = D.heldout_text("ko", cache)
     assert first == D.heldout_text("ko", cache)

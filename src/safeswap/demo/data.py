@@ -249,19 +249,27 @@ def build_language_data(
     n_translation: int = 600,
     instruction_repeats: int = 2,
     seed: int = 0,
+    n_reverse: int = 0,
 ) -> list[Example]:
     """Shuffled language-expert examples: written instructions (repeated) + translation instructions.
 
     The written instructions are few, so they are repeated `instruction_repeats`
     times; without them the expert learns to translate (echo) every prompt.
+    `n_reverse` adds target-to-English translations of other pairs.
     """
     rng = random.Random(seed)
     pairs = [p for p in gettext_pairs(language, cache) if not is_heldout(p[0])]
-    if n_translation > len(pairs):
-        raise SafeswapError(f"asked for {n_translation} translation pairs; {language!r} catalogs have {len(pairs)}")
+    if n_translation + n_reverse > len(pairs):
+        raise SafeswapError(f"asked for {n_translation + n_reverse} translation pairs; "
+                            f"{language!r} catalogs have {len(pairs)}")
+    chosen = rng.sample(pairs, n_translation + n_reverse)
     examples = [
         translation_example(en, target, language, rng, f"gettext:{package}")
-        for en, target, package in rng.sample(pairs, n_translation)
+        for en, target, package in chosen[:n_translation]
+    ]
+    examples += [
+        Example(f"Translate into English.\n{target}", en, f"gettext:{package}")
+        for en, target, package in chosen[n_translation:]
     ]
     for row in written_instructions(language):
         examples += [Example(row["prompt"], row["answer"], f"written:instructions_{language}")] * instruction_repeats
