@@ -72,7 +72,7 @@ class DemoRecipe:
     extra: dict = field(default_factory=dict)
 
 
-# Chosen among sixteen tries on SmolLM2-135M with Korean (docs/demo-tuning.md): with
+# Chosen among eighteen tries on SmolLM2-135M with Korean (docs/demo-tuning.md): with
 # MLP-only safety adapters the module-wise merge refused 30/60 harmful and 15/60 benign
 # Korean prompts, the clearest gap to the language expert (0/60) found. Stronger safety
 # training raised both rates, weaker lowered both; adapters on half of the layers
