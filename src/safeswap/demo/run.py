@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safeswap.demo.data import language_info
+from safeswap.demo.data import benign_eval_prompts, language_info
 from safeswap.demo.experts import build_experts
 from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
 from safeswap.demo.quiet import quiet_transformers
@@ -36,23 +36,18 @@ MERGES: dict[str, dict[str, Any]] = {
     "merge-layer-swap": {"method": "layer-swap", "parameters": {"bottom": 6, "top": 6}},
     "merge-linear": {"method": "linear"},
 }
-BENIGN_DATA = Path(__file__).parent / "data" / "benign_eval.json"
 
 
 def _benign_file(language: str, count: int, folder: Path) -> Path:
     """The team-written benign prompts as the evaluation's CSV (one column per language)."""
-    data = json.loads(BENIGN_DATA.read_text(encoding="utf-8"))
-    if language not in data:
-        raise SafeswapError(f"the demo has no benign prompts written in {language}; available: "
-                            + ", ".join(k for k in data if not k.startswith("_")))
-    english, target = data["en"][:count], data[language][:count]
+    english, target = benign_eval_prompts("en")[:count], benign_eval_prompts(language)[:count]
     path = folder / f"benign-en-{language}-{count}.csv"
     folder.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "en", language])
         for i, (e, t) in enumerate(zip(english, target), start=1):
-            writer.writerow([f"benign-{i}", e["prompt"], t["prompt"]])
+            writer.writerow([f"benign-{i}", e, t])
     return path
 
 

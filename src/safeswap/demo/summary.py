@@ -108,6 +108,6 @@ def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, 
     path = out / "README.md"
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     data = {"language": language, "recipe": recipe.name, "seconds": seconds,
-            "models": [{k: v for k, v in row.items()} for row in rows]}
+            "models": rows}
     (out / "summary.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
     return path
