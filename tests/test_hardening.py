@@ -4,47 +4,18 @@ import json
 import os
 import shutil
 import struct
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import tiny
-from safeswap import cli
+from cli_helpers import assert_refused, copy_model, merge_args, run_cli
 
 
 @pytest.fixture(scope="module")
 def triple(tmp_path_factory):
     return tiny.make_triple(tmp_path_factory.mktemp("triple"), "llama", layers=3)
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["safeswap", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    err = capsys.readouterr().err.strip()
-    return exc.value.code, err
-
-
-def copy_model(src, dst):
-    shutil.copytree(src, dst)
-    return dst
-
-
-def assert_refused(monkeypatch, capsys, out, expected, *args):
-    code, err = run_cli(monkeypatch, capsys, *args, "--out", out)
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert expected in err, err
-    assert not out.exists() or not any(out.iterdir())
-    assert not [p for p in out.parent.iterdir() if ".safeswap-tmp-" in p.name]
-    return err
-
-
-def merge_args(base, safety, language):
-    return ["merge", "--base", base, "--safety", safety, "--language", language]
 
 
 def test_missing_path(monkeypatch, capsys, triple, tmp_path):
@@ -316,20 +287,29 @@ def test_edited_plan_with_a_bad_decision_is_refused(monkeypatch, capsys, triple,
 
 def test_existing_output_needs_force(monkeypatch, capsys, triple, tmp_path):
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    code, err = run_cli(monkeypatch, capsys, *merge_args(*triple), "--out", out)
+    assert code == 0, err
     code, err = run_cli(monkeypatch, capsys, *merge_args(*triple), "--out", out)
     assert code == 2 and "exists and is not empty; use --force" in err
-    assert (out / "keep.txt").read_text() == "mine"
     code, err = run_cli(monkeypatch, capsys, *merge_args(*triple), "--out", out, "--force")
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert code == 0 and (out / "model.safetensors").exists()
+
+
+def test_force_never_replaces_a_folder_safeswap_did_not_write(monkeypatch, capsys, triple, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, err = run_cli(monkeypatch, capsys, *merge_args(*triple), "--out", out, "--force")
+    assert code == 2 and "--force replaces only an empty folder or one safeswap wrote" in err
+    assert "it has no safeswap-manifest.json" in err and len(err.splitlines()) == 1
+    assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_output_inside_an_input_is_refused(monkeypatch, capsys, triple, tmp_path):
     base, safety, language = triple
     lang = copy_model(language, tmp_path / "lang")
     code, err = run_cli(monkeypatch, capsys, *merge_args(base, safety, lang), "--out", lang / "merged")
-    assert code == 2 and "is inside input folder" in err
+    assert code == 2 and "lies inside the language model's folder" in err
     assert not (lang / "merged").exists()
 
 

@@ -9,7 +9,7 @@ The public API is three functions, one per pipeline stage:
 They are imported on first use so that `import safeswap` stays cheap (no torch).
 """
 
-__version__ = "0.1.0"
+from safeswap.version import __version__
 
 __all__ = ["analyze", "plan", "merge", "__version__"]
 

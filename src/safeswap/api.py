@@ -10,30 +10,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from safeswap import __version__
+from safeswap.version import __version__
 import torch
 
 from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
 from safeswap.manifest import input_hasher, verify_outputs, write_manifest
 from safeswap.model_card import write_model_card
-from safeswap.figures import decisions_figure, specialization_figure
+from safeswap.figures import DECISIONS_FIGURE, SPECIALIZATION_FIGURE, decisions_figure, specialization_figure
 from safeswap.inputs import Inputs, fingerprint, open_inputs
 from safeswap.engine import OutputJob, dtype_name, execute, output_dtype
 from safeswap.methods import get_method
+from safeswap.methods.replay import check_plan_fits
 from safeswap.operations import Take
-from safeswap.merge_plan import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan
+from safeswap.merge_plan import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan, model_reference
 from safeswap.progress import console, task
+from safeswap.shards import TOKENIZER_FILES, model_file
 from safeswap.specialization import measure
 from safeswap.statistics import Statistics, load_statistics, save_statistics
-from safeswap.writer import atomic_output, check_destination, parse_size
+from safeswap.destination import check_destination
+from safeswap.writer import atomic_output, parse_size
 
-# Files a merged folder needs besides the weights. Nothing else is copied:
-# no remote code, no pickles, no READMEs of the inputs.
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-)
 
 
 def _refs(base, safety, language) -> dict[str, Any]:
@@ -41,7 +38,8 @@ def _refs(base, safety, language) -> dict[str, Any]:
 
 
 def _model_records(inputs: Inputs) -> dict[str, dict[str, str]]:
-    return {role: {"path": inputs.refs[role], "fingerprint": fingerprint(m)} for role, m in inputs.models.items()}
+    return {role: {"path": model_reference(inputs.refs[role]), "fingerprint": fingerprint(m)}
+            for role, m in inputs.models.items()}
 
 
 def _measure(inputs: Inputs, show_progress: bool, allow_nonfinite: bool = False) -> Statistics:
@@ -65,8 +63,8 @@ def analyze(
     if out is not None:
         units = get_method("adaptive").build_units(None, stats.tensors, params)
         save_statistics(stats, out, units, params)
-        specialization_figure(units, params["tau"], Path(out) / "specialization.png")
-        decisions_figure(units, stats.num_layers, Path(out) / "decisions.png")
+        specialization_figure(units, params["tau"], Path(out) / SPECIALIZATION_FIGURE)
+        decisions_figure(units, stats.num_layers, Path(out) / DECISIONS_FIGURE)
     return stats
 
 
@@ -141,13 +139,13 @@ def _copy_side_files(inputs: Inputs, plan_: MergePlan, folder: Path, out_dtype: 
             if key in config or key == "dtype":
                 config[key] = torch_name
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    gen = inputs.receiver.folder / "generation_config.json"
-    if gen.is_file():
+    gen = model_file(inputs.receiver.folder, "generation_config.json")
+    if gen is not None:
         shutil.copyfile(gen, folder / "generation_config.json")
     source = inputs.models[plan_.tokenizer_from].folder
     for name in TOKENIZER_FILES:
-        path = source / name
-        if path.is_file():
+        path = model_file(source, name)
+        if path is not None:
             if name == "tokenizer_config.json":
                 data = json.loads(path.read_text(encoding="utf-8"))
                 data.pop("auto_map", None)
@@ -161,8 +159,8 @@ def _write_figures(plan_: MergePlan, folder: Path) -> None:
         return
     tau = plan_.parameters.get("tau", 0.0)
     if all("d" in u for u in plan_.units):
-        specialization_figure(plan_.units, tau, folder / "specialization.png")
-    decisions_figure(plan_.units, plan_.num_layers, folder / "decisions.png")
+        specialization_figure(plan_.units, tau, folder / SPECIALIZATION_FIGURE)
+    decisions_figure(plan_.units, plan_.num_layers, folder / DECISIONS_FIGURE)
 
 
 def finish_output(inputs: Inputs, plan_: MergePlan, folder: Path, shard_hashes: dict[str, str],
@@ -204,8 +202,8 @@ def merge(
     Returns the output folder, or the plan when dry_run (nothing is written).
     `command`, when given, is recorded in the model card as the way to reproduce the merge.
     """
-    out = Path(out)
-    shard_bytes = parse_size(shard_size)
+    out = Path(out).expanduser()
+    shard_bytes = parse_size(shard_size, "--shard-size")
     out_dtype = dtype_name(dtype)
     if plan is not None:
         plan_ = plan if isinstance(plan, MergePlan) else load_plan(plan)
@@ -219,12 +217,13 @@ def merge(
     try:
         needed = _output_bytes(inputs, out_dtype)
         if not dry_run:
-            check_destination(out, force, [m.folder for m in inputs.models.values()])
+            check_destination(out, force, inputs.folders())
             _check_free_space(out, needed)
             hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
         analysed = plan is None and get_method(method).uses_statistics  # the analysis checks every input tensor
         if plan is not None:
             check_fingerprints(plan_, {r: fingerprint(m) for r, m in inputs.models.items()})
+            check_plan_fits(plan_, inputs.receiver.architecture, inputs.num_layers, inputs.roles)
         else:
             stats = _measure(inputs, show_progress, allow_nonfinite) if analysed else None
             plan_ = _build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
@@ -262,6 +261,7 @@ def verify(folder: str | os.PathLike, inputs: bool = False, show_progress: bool 
     opened = open_inputs({r: m["path"] for r, m in plan_.models.items()})
     try:
         check_fingerprints(plan_, {r: fingerprint(m) for r, m in opened.models.items()})
+        check_plan_fits(plan_, opened.receiver.architecture, opened.num_layers, opened.roles)
         merged = Checkpoint(folder, "merged")
         ops = _operations(plan_, opened)
         takes = [n for n, op in ops.items() if isinstance(op, Take)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,23 +18,16 @@ from typing import Iterator
 import torch
 
 from safeswap.errors import SafeswapError
-from safeswap.shards import list_shards
+from safeswap.header import ITEM_SIZES, read_header
+from safeswap.shards import list_shards, model_file
 
-# safetensors dtype name -> (torch dtype, bytes per element)
-DTYPES: dict[str, tuple[torch.dtype, int]] = {
-    "F64": (torch.float64, 8),
-    "F32": (torch.float32, 4),
-    "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2),
-    "I64": (torch.int64, 8),
-    "I32": (torch.int32, 4),
-    "I16": (torch.int16, 2),
-    "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1),
-    "BOOL": (torch.bool, 1),
-    "F8_E4M3": (torch.float8_e4m3fn, 1),
-    "F8_E5M2": (torch.float8_e5m2, 1),
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
+# safetensors dtype name -> (torch dtype, bytes per element)
+DTYPES: dict[str, tuple[torch.dtype, int]] = {name: (_TORCH_DTYPES[name], size) for name, size in ITEM_SIZES.items()}
 TORCH_TO_SAFETENSORS = {torch_dtype: name for name, (torch_dtype, _) in DTYPES.items()}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
@@ -47,9 +39,6 @@ _EXPONENT_BITS = {
     torch.float32: (torch.int32, 0x7F800000),
     torch.float64: (torch.int64, 0x7FF0000000000000),
 }
-
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -87,54 +76,6 @@ class TensorInfo:
         return self.nbytes if rows is None else rows * self.row_bytes
 
 
-def read_header(path: Path) -> tuple[dict, int, bytes]:
-    """Parse and validate one shard's header.
-
-    Returns (header dict without __metadata__, offset of the data section, raw header bytes).
-    Every check here exists because a truncated or hostile file would otherwise
-    crash deep inside a library or make us read past the end of the file.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise SafeswapError(f"{path}: not a safetensors file (only {size} bytes)")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > MAX_HEADER_BYTES:
-            raise SafeswapError(f"{path}: header claims {header_len} bytes, over the {MAX_HEADER_BYTES}-byte limit")
-        if 8 + header_len > size:
-            raise SafeswapError(f"{path}: truncated (header claims {header_len} bytes, file has {size})")
-        raw = f.read(header_len)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafeswapError(f"{path}: corrupt safetensors header ({e.__class__.__name__})") from None
-    if not isinstance(header, dict):
-        raise SafeswapError(f"{path}: corrupt safetensors header (not a JSON object)")
-    header.pop("__metadata__", None)
-    data_start = 8 + header_len
-    data_len = size - data_start
-    spans = []
-    for name, entry in header.items():
-        try:
-            dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise SafeswapError(f"{path}: corrupt header entry for tensor {name!r}") from None
-        if dtype not in DTYPES:
-            raise SafeswapError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        numel = 1
-        for s in shape:
-            numel *= int(s)
-        if not (0 <= begin <= end) or end - begin != numel * DTYPES[dtype][1]:
-            raise SafeswapError(f"{path}: tensor {name!r} byte range does not match its shape {list(shape)}")
-        if end > data_len:
-            raise SafeswapError(
-                f"{path}: truncated: tensor {name!r} ends at byte {data_start + end}, file has {size} bytes"
-            )
-        spans.append((begin, end))
-    return header, data_start, raw
-
-
 class Checkpoint:
     """A model folder: its config, tokenizer files and lazily read tensors."""
 
@@ -146,22 +87,19 @@ class Checkpoint:
         self.config = self._read_config()
         self.shards = list_shards(self.folder)
         self.tensors: dict[str, TensorInfo] = {}
-        self.headers: dict[Path, bytes] = {}
         for shard in self.shards:
-            header, data_start, raw = read_header(shard)
-            self.headers[shard] = raw
-            for name, entry in header.items():
+            header = read_header(shard)
+            for name, e in header.entries.items():
                 if name in self.tensors:
                     raise SafeswapError(f"{role} model: tensor {name!r} appears in two shards")
-                begin, end = entry["data_offsets"]
                 self.tensors[name] = TensorInfo(
-                    name, entry["dtype"], tuple(int(s) for s in entry["shape"]), shard, data_start + begin, data_start + end
+                    name, e.dtype, e.shape, shard, header.data_start + e.begin, header.data_start + e.end
                 )
         self._fds: dict[Path, int] = {}
 
     def _read_config(self) -> dict:
-        path = self.folder / "config.json"
-        if not path.is_file():
+        path = model_file(self.folder, "config.json")
+        if path is None:
             raise SafeswapError(f"{self.role} model: {self.folder} has no config.json")
         try:
             config = json.loads(path.read_text())

@@ -15,12 +15,12 @@ given; pass a commit hash for a fingerprint that cannot drift).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import struct
 from pathlib import Path
 
 from safeswap.errors import SafeswapError
+from safeswap.header import read_header
+from safeswap.shards import model_file
 
 # Files besides config.json that change what a model generates.
 GENERATION_FILES = (
@@ -49,31 +49,16 @@ def _read_at(f, offset: int, length: int) -> bytes:
     return f.read(length)
 
 
-def _safetensors_header(f, path: Path) -> tuple[bytes, int]:
-    raw_length = f.read(8)
-    if len(raw_length) != 8:
-        raise SafeswapError(f"{path} is not a safetensors file (too short)")
-    (header_length,) = struct.unpack("<Q", raw_length)
-    header = f.read(header_length)
-    if len(header) != header_length:
-        raise SafeswapError(f"{path} is truncated (header incomplete)")
-    return header, 8 + header_length
-
-
 def _hash_safetensors(digest, path: Path) -> None:
+    header = read_header(path)
+    digest.update(header.raw)
     with open(path, "rb") as f:
-        header, data_start = _safetensors_header(f, path)
-        digest.update(header)
-        try:
-            entries = json.loads(header)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SafeswapError(f"{path} has an unreadable safetensors header") from None
-        for name in sorted(k for k in entries if k != "__metadata__"):
-            begin, end = entries[name]["data_offsets"]
-            length = min(TENSOR_BLOCK, end - begin)
-            middle = data_start + begin + (end - begin - length) // 2
+        for name in sorted(header.entries):
+            e = header.entries[name]
+            length = min(TENSOR_BLOCK, e.end - e.begin)
+            middle = header.data_start + e.begin + (e.end - e.begin - length) // 2
             digest.update(_read_at(f, middle, length))
-        _hash_spread_blocks(digest, f, data_start, path.stat().st_size)
+        _hash_spread_blocks(digest, f, header.data_start, path.stat().st_size)
 
 
 def _hash_spread_blocks(digest, f, start: int, size: int) -> None:
@@ -86,16 +71,17 @@ def _hash_spread_blocks(digest, f, start: int, size: int) -> None:
 def fingerprint_folder(folder: str | Path) -> str:
     """sha256 fingerprint of a local model folder (see the module docstring)."""
     folder = Path(folder)
-    config = folder / "config.json"
-    if not config.is_file():
+    config = model_file(folder, "config.json")
+    if config is None:
         raise SafeswapError(f"{folder} has no config.json; is it a model folder?")
     digest = hashlib.sha256()
     _update_with_file(digest, "config.json", config.read_bytes())
     for name in GENERATION_FILES:
-        path = folder / name
-        if path.is_file():
+        path = model_file(folder, name)
+        if path is not None:
             _update_with_file(digest, name, path.read_bytes())
-    weight_files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)})
+    found = {p.name for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)}
+    weight_files = sorted(p for p in (model_file(folder, name) for name in found) if p is not None)
     if not weight_files:
         raise SafeswapError(f"{folder} has no weight files (*.safetensors, *.bin, *.gguf)")
     for path in weight_files:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from safeswap.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
 from safeswap.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
 from safeswap.fingerprint import fingerprint_folder
+from safeswap.shards import SIDE_FILES, model_file
 from safeswap.sources import resolve_model
 
 ROLES = ("base", "safety", "language")
@@ -45,6 +47,10 @@ class Inputs:
     def tensor_names(self) -> list[str]:
         """Every tensor, in the receiver's storage order."""
         return self.receiver.ordered_names()
+
+    def folders(self) -> list[tuple[str, Path]]:
+        """(role, folder) of every input, for the checks that keep outputs away from them."""
+        return [(role, m.folder) for role, m in self.models.items()]
 
     def close(self) -> None:
         for m in self.models.values():
@@ -83,6 +89,8 @@ def preflight(inputs: Inputs) -> None:
     ref = inputs.receiver
     for m in models:
         family_for(m.architecture, m.role)
+        for name in SIDE_FILES:  # refuse a symlink out of the folder now, not after the merge
+            model_file(m.folder, name)
     for m in models:
         if m.architecture != ref.architecture:
             raise SafeswapError(

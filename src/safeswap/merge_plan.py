@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from safeswap import __version__
-from safeswap.documents import read_document
+from safeswap.version import __version__
+from safeswap.files import atomic_write, read_document
 from safeswap.errors import SafeswapError
 
 PLAN_FORMAT = "safeswap.plan/1"
@@ -78,12 +77,10 @@ class MergePlan:
         path = Path(path)
         if path.is_dir():
             path = path / PLAN_FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-plan-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self.to_yaml())
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, self.to_yaml())
+
+
+PLAN_FIELDS = tuple(MergePlan("", {}, {}, "", 0).to_dict())
 
 
 class _PlanDumper(yaml.SafeDumper):
@@ -101,6 +98,9 @@ _PlanDumper.add_representer(dict, _represent_dict)
 def load_plan(path: str | os.PathLike) -> MergePlan:
     """Read and validate a plan file; every problem is one line naming it."""
     path, data = read_document(path, PLAN_FILENAME, "plan", yaml.safe_load, (yaml.YAMLError,), PLAN_FORMAT)
+    unknown = sorted(set(data) - set(PLAN_FIELDS))
+    if unknown:
+        raise SafeswapError(f"plan file {path} has unknown field {unknown[0]!r}; a plan takes {', '.join(PLAN_FIELDS)}")
     try:
         plan = MergePlan(
             method=str(data["method"]),
@@ -115,8 +115,30 @@ def load_plan(path: str | os.PathLike) -> MergePlan:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise SafeswapError(f"plan file {path} is malformed (missing or bad field: {e})") from None
+    for role, record in plan.models.items():
+        record["path"] = _model_path(record.get("path"), path.parent, f"plan file {path}: model {role}")
     validate(plan, str(path))
     return plan
+
+
+def _model_path(ref, plan_folder: Path, what: str) -> str:
+    """A plan's model path, made usable from any working folder: an absolute path stays,
+    a relative one is taken relative to the plan file, and a hub id stays an id."""
+    if not isinstance(ref, str) or not ref:
+        raise SafeswapError(f"{what} has no path")
+    path = Path(ref).expanduser()
+    if path.is_absolute():
+        return str(path)
+    beside = plan_folder / path
+    if beside.exists() or ref.startswith("."):
+        return str(beside.absolute())
+    return ref  # a hub id (org/name), or a folder that does not exist anywhere: opening it says so
+
+
+def model_reference(ref: str | os.PathLike) -> str:
+    """How a plan records a model: a local folder as its absolute path, a hub id as given."""
+    path = Path(ref).expanduser()
+    return str(path.absolute()) if path.exists() else str(ref)
 
 
 def validate(plan: MergePlan, where: str = "plan") -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import yaml
 
 from safeswap.architecture import classify, family_for
 from safeswap.errors import SafeswapError
+from safeswap.files import atomic_write
 from safeswap.merge_plan import MergePlan, load_plan
 from safeswap.methods import get_method
 from safeswap.operations import Linear, Take
@@ -207,11 +207,7 @@ def export_mergekit(plan: MergePlan | str | os.PathLike, out: str | os.PathLike 
         out = Path(out)
         if out.is_dir():
             raise SafeswapError(f"{out} is a folder; give a file name for the mergekit YAML")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-mergekit-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
+        atomic_write(out, text)
     return text
 
 

@@ -7,13 +7,12 @@ the decisions.png figure, and the commands that reproduce the merge.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from safeswap.files import atomic_write
 from safeswap.merge_plan import PLAN_FILENAME, MergePlan
 from safeswap.plan_inspect import summary_line, tensor_sizes
 
@@ -175,9 +174,4 @@ def write_model_card(plan: MergePlan, folder: Path, command: str | None = None, 
     """
     folder = Path(folder)
     text = card_text(plan, folder, command, languages)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-card-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    path = folder / CARD_FILENAME
-    os.replace(tmp, path)
-    return path
+    return atomic_write(folder / CARD_FILENAME, text)

@@ -27,7 +27,8 @@ from safeswap.methods import get_method
 from safeswap.progress import console, task
 from safeswap.specialization import measure_many
 from safeswap.statistics import Statistics
-from safeswap.writer import atomic_output, check_destination, parse_size
+from safeswap.destination import check_destination
+from safeswap.writer import atomic_output, parse_size
 
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
@@ -62,8 +63,8 @@ def merge_languages(
     """Merge the safety expert with each language expert; returns {code: OUT/code}."""
     if not languages:
         raise SafeswapError("no language experts given")
-    out = Path(out)
-    shard_bytes, out_dtype = parse_size(shard_size), dtype_name(dtype)
+    out = Path(out).expanduser()
+    shard_bytes, out_dtype = parse_size(shard_size, "--shard-size"), dtype_name(dtype)
     params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
     _check_choices(outside_layers, tokenizer_from)
     keys = {code: f"language:{code}" for code in languages}
@@ -77,7 +78,7 @@ def merge_languages(
             if view.tensor_names() != order:
                 raise SafeswapError(f"language expert {code} stores its tensors in another order; merge it separately")
         needed = _output_bytes(inputs, out_dtype) * len(languages)
-        check_destination(out, force, [m.folder for m in inputs.models.values()])
+        check_destination(out, force, inputs.folders())
         _check_free_space(out, needed)
         hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
         stats = None

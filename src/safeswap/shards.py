@@ -1,7 +1,11 @@
-"""Which files hold a model folder's weights, found without importing torch.
+"""Which files of a model folder may be read, found without importing torch.
 
-Kept apart from checkpoint.py so that the CLI can list (and start hashing) the
-input files while torch is still being imported.
+One containment rule for every file read from an input folder (weights, index,
+config, generation config, tokenizer files, chat templates): it must resolve inside
+the folder, or inside the hub cache's own blobs/ for a hub snapshot. A symlink to
+anything else is refused, so a downloaded model cannot make safeswap read (and copy
+into a merged folder) a private file. Kept apart from checkpoint.py so that the CLI
+can list (and start hashing) the input files while torch is still being imported.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from safeswap.errors import SafeswapError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX_NAME = "model.safetensors.index.json"
+# Files a merged folder takes from an input besides config.json and the weights. Nothing
+# else is ever read or copied: no remote code, no pickles, no READMEs of the inputs.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+)
+SIDE_FILES = ("generation_config.json", *TOKENIZER_FILES)
 
 
 def _allowed_roots(folder: Path) -> list[Path]:
@@ -36,10 +47,35 @@ def _inside(folder: Path, target: Path) -> bool:
     return False
 
 
+def owned_roots(folder: Path) -> list[Path]:
+    """Every folder whose contents belong to this input: the folder, and for a hub snapshot
+    the whole cached repo (snapshots and blobs). An output may never touch any of them."""
+    folder = Path(folder)
+    roots = [folder.resolve()]
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        roots.append(folder.parent.parent.resolve())
+    return roots
+
+
+def model_file(folder: Path, name: str) -> Path | None:
+    """folder/name when it is a regular file that resolves inside the model folder; None when absent.
+
+    A file that resolves elsewhere (a symlink out of the folder) is refused in one line.
+    """
+    path = Path(folder) / name
+    if not path.is_file():
+        if path.is_symlink() and not _inside(folder, path):
+            raise SafeswapError(f"{path}: symlink leads outside the model folder; refused")
+        return None
+    if not _inside(folder, path):
+        raise SafeswapError(f"{path}: symlink leads outside the model folder; refused")
+    return path
+
+
 def list_shards(folder: Path) -> list[Path]:
     """The safetensors files of a model folder, from the index when there is one."""
-    index_path = folder / INDEX_NAME
-    if index_path.exists():
+    index_path = model_file(folder, INDEX_NAME)
+    if index_path is not None:
         try:
             weight_map = json.loads(index_path.read_text())["weight_map"]
             names = sorted(set(weight_map.values()))

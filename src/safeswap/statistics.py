@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safeswap import __version__
-from safeswap.documents import read_document
+from safeswap.version import __version__
+from safeswap.files import atomic_write, read_document
 from safeswap.errors import SafeswapError
 from safeswap.specialization import TensorStat
 
@@ -58,10 +58,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def save_statistics(stats: Statistics, folder: str | os.PathLike, units: list[dict], parameters: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / STATISTICS_FILENAME
-    tmp = folder / (STATISTICS_FILENAME + ".tmp")
-    tmp.write_text(json.dumps(stats.to_dict(units, parameters), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    path = atomic_write(folder / STATISTICS_FILENAME, json.dumps(stats.to_dict(units, parameters), indent=1) + "\n")
     _write_csv(folder / "tensor_stats.csv", [t.row() for t in stats.tensors])
     _write_csv(folder / "unit_scores.csv", units)
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from safeswap.checkpoint import DTYPES
+from safeswap.destination import check_destination
 from safeswap.shards import INDEX_NAME
 from safeswap.errors import SafeswapError
 
@@ -42,9 +43,11 @@ class OutputTensor:
         return n
 
 
-def parse_size(text: str | int) -> int:
-    """'5GB', '500MB', '2GiB' or a plain byte count -> bytes."""
-    if isinstance(text, int):
+def parse_size(text: str | int, flag: str = "size") -> int:
+    """'5GB', '500MB', '2GiB' or a plain byte count -> bytes; errors name `flag`."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise SafeswapError(f"{flag} must be positive, got {text}")
         return text
     s = str(text).strip().upper().replace(" ", "")
     units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
@@ -57,9 +60,9 @@ def parse_size(text: str | int) -> int:
     try:
         value = int(float(number) * mult)
     except ValueError:
-        raise SafeswapError(f"cannot read size {text!r}; write e.g. 5GB, 500MB or 2GiB") from None
+        raise SafeswapError(f"{flag}: cannot read size {text!r}; write e.g. 5GB, 500MB or 2GiB") from None
     if value <= 0:
-        raise SafeswapError(f"size must be positive, got {text!r}")
+        raise SafeswapError(f"{flag} must be positive, got {text!r}")
     return value
 
 
@@ -86,19 +89,6 @@ def remove_stale_temporaries(destination: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def check_destination(destination: Path, force: bool, inputs: list[Path] = ()) -> None:
-    destination = destination.resolve()
-    for folder in inputs:
-        folder = Path(folder).resolve()
-        if destination == folder or folder in destination.parents:
-            raise SafeswapError(f"output folder {destination} is inside input folder {folder}; choose another place")
-    if destination.exists():
-        if not destination.is_dir():
-            raise SafeswapError(f"output path {destination} exists and is a file")
-        if any(destination.iterdir()) and not force:
-            raise SafeswapError(f"output folder {destination} exists and is not empty; use --force to replace it")
-
-
 @contextlib.contextmanager
 def atomic_output(destination: str | os.PathLike, force: bool = False, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces destination, on any failure it is removed.
@@ -115,8 +105,7 @@ def atomic_output(destination: str | os.PathLike, force: bool = False, needed_by
     try:
         yield tmp
         if destination.exists():
-            if not force and any(destination.iterdir()):
-                raise SafeswapError(f"output folder {destination} appeared while merging; use --force to replace it")
+            check_destination(destination, force)  # again: something may have appeared while merging
             old = destination.parent / f".{destination.name}{TMP_MARKER}{os.getpid()}-old"
             destination.rename(old)
             tmp.rename(destination)

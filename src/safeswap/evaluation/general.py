@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from safeswap import __version__
+from safeswap.version import __version__
 from safeswap.errors import SafeswapError
 from safeswap.fingerprint import fingerprint_model, model_label
 from safeswap.evaluation.results import NOT_AVAILABLE, write_result

@@ -285,7 +285,7 @@ def evaluate_safety(
         }
         extra["benign"] = summarise_benign(benign_set, benign_requests, labels, language_codes)
 
-    from safeswap import __version__
+    from safeswap.version import __version__
 
     payload = {
         "schema": SCHEMA,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from safeswap.errors import SafeswapError
+from safeswap.methods import parameters as check
 from safeswap.methods.base import MergeMethod
 from safeswap.methods.units import unit_operation
 from safeswap.merge_plan import check_alpha
@@ -32,6 +33,7 @@ class Adaptive(MergeMethod):
     defaults = {"granularity": "module", "tau": 0.001, "alpha": 0.5}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        check.reject_unknown(self.name, params, self.defaults)
         p = {**self.defaults, **params}
         if p["granularity"] not in GRANULARITIES:
             raise SafeswapError(f"unknown granularity {p['granularity']!r}; choose one of {', '.join(GRANULARITIES)}")
@@ -55,6 +57,9 @@ class Adaptive(MergeMethod):
             row.update(decision=decide(u.d, params["tau"]), d=u.d, p_safety=u.p_safety, p_language=u.p_language)
             units.append(row)
         return units
+
+    def unit_granularity(self, plan):
+        return plan.parameters["granularity"]
 
     def operation(self, plan, name, role):
         return unit_operation(plan, plan.parameters["granularity"], name, role)

@@ -28,6 +28,10 @@ class MergeMethod:
         """Per-unit decisions for unit-based methods; others return []."""
         return []
 
+    def unit_granularity(self, plan: MergePlan) -> str | None:
+        """The granularity of the plan's units (layer, module, projection); None for a method without units."""
+        return None
+
     def operation(self, plan: MergePlan, name: str, role: TensorRole) -> Take | Linear:
         raise NotImplementedError
 

@@ -96,5 +96,8 @@ class LayerSwap(MergeMethod):
             units.append(row)
         return units
 
+    def unit_granularity(self, plan):
+        return "layer"
+
     def operation(self, plan, name, role):
         return unit_operation(plan, "layer", name, role)

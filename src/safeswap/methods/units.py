@@ -26,6 +26,22 @@ def unit_for_tensor(granularity: str, name: str, role: TensorRole) -> str | None
     return None
 
 
+def model_units(granularity: str, roles: dict[str, TensorRole]) -> dict[str, dict[str, object]]:
+    """Every unit the model has at this granularity, with the fields a plan row carries for it."""
+    units: dict[str, dict[str, object]] = {}
+    for name, role in roles.items():
+        uid = None if is_outside(role) else unit_for_tensor(granularity, name, role)
+        if uid is None or uid in units:
+            continue
+        fields: dict[str, object] = {"layer": role.layer}
+        if granularity != "layer":
+            fields["module"] = role.module
+        if granularity == "projection":
+            fields["projection"] = role.projection + (".bias" if name.endswith(".bias") else "")
+        units[uid] = fields
+    return units
+
+
 def unit_operation(plan: MergePlan, granularity: str, name: str, role: TensorRole) -> Take | Linear:
     if is_outside(role):
         return outside_operation(plan)

@@ -11,7 +11,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from safeswap import __version__
+from safeswap.version import __version__
 from safeswap.report.collect import LANGUAGE_NAMES, ModelResults
 from safeswap.report.document import Document, Figure, role_text, row_subtitle
 from safeswap.report.tables import Table

@@ -1,0 +1,36 @@
+"""Running the CLI in-process and checking a refusal: one line, exit 2, nothing left at the output path."""
+
+import shutil
+import sys
+
+import pytest
+
+from safeswap import cli
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["safeswap", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+def copy_model(src, dst):
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def assert_refused(monkeypatch, capsys, out, expected, *args):
+    code, err = run_cli(monkeypatch, capsys, *args, "--out", out)
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in err, err
+    assert not out.exists() or not any(out.iterdir())
+    assert not [p for p in out.parent.iterdir() if ".safeswap-tmp-" in p.name]
+    return err
+
+
+def merge_args(base, safety, language):
+    return ["merge", "--base", base, "--safety", safety, "--language", language]
