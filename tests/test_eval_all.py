@@ -14,7 +14,6 @@ from tiny import make_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(not MULTIJAIL_CSV.exists(), reason="MultiJail CSV not found beside the checkout")
 def test_eval_all_writes_safety_and_general_results(tmp_path, monkeypatch, capsys):
     model = make_model(tmp_path / "tiny", family="llama", seed=3)
     monkeypatch.chdir(REPO)  # the local task files' data paths are relative to the repository

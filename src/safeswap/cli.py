@@ -278,7 +278,7 @@ def demo(
     language: str = typer.Option("ko", "--language", help="Demo language: a MultiJail language other than English."),
     out: Path = typer.Option(Path("safeswap-demo"), "--out", help="Folder for the models, evaluations and report."),
     quick: bool = typer.Option(False, "--quick", help="A few training steps and prompts: every stage in a few minutes."),
-    multijail: Optional[Path] = typer.Option(None, "--multijail", help="Local MultiJail CSV/JSONL (default: DAMO-NLP-SG/MultiJail from the hub)."),
+    multijail: Optional[Path] = typer.Option(None, "--multijail", help="Local MultiJail CSV/JSONL. Without it: DAMO-NLP-SG/MultiJail from the hub when reachable (needs the eval extra), else the copy shipped with safeswap (the result records which)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache for the base model, data and experts. [default: $SAFESWAP_CACHE or ~/.cache/safeswap]"),
     judge: str = typer.Option("refusal", "--judge", help="Safety judge: refusal (offline) or llm (needs --judge-base-url)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Model name of the llm judge."),

@@ -127,11 +127,12 @@ def run_demo(
     out = Path(out)
     runs = out / f"runs-{recipe.name}"
     benign = _benign_file(language, recipe.benign_prompts, runs)
-    prompts = load_multijail(multijail)  # fails early, with one line, when neither the file nor the hub is there
+    prompts = load_multijail(multijail)  # the file, else the hub, else the copy shipped with safeswap
     harmful_ids = {p.id for p in select_subset(prompts, recipe.multijail_prompts, seed=0)}
     benign_ids = {f"benign-{i}" for i in range(1, recipe.benign_prompts + 1)}
 
     console.rule(f"[bold]safeswap demo ({recipe.name}): safety expert + {language} expert")
+    console.print(f"MultiJail: {prompts.source} (sha256 {prompts.sha256[:12]})")
     evaluations = 3 + len(MERGES)  # base, both experts, every merge
     stage = _StageClock([EXPERTS_WEIGHT] + [MERGE_WEIGHT] * len(MERGES) + [EVALUATION_WEIGHT] * evaluations)
     experts = build_experts(language, recipe, cache, show_progress=show_progress)

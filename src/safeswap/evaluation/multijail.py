@@ -1,18 +1,25 @@
-"""MultiJail data: loading, harm tags, the seeded subset, scenarios and benign prompts.
+"""MultiJail data: loading (file, hub or shipped copy), harm tags, the seeded subset, scenarios, benign prompts.
 
 MultiJail (Deng et al., ICLR 2024) holds 315 harmful prompts, each written in
 English and translated into nine languages. The CSV has the columns
 `id, source, tags, en, zh, it, vi, ar, ko, th, bn, sw, jv`, begins with a
 UTF-8 byte-order mark, and stores `tags` as a Python-list string such as
 "['Violence & incitement', 'Weapons']".
+
+safeswap ships a copy of the CSV (MIT licence, beside it in data/multijail/),
+pinned by sha256: without a file given, the hub copy is used when the hub
+answers, else the shipped one, and every result records which.
 """
 
 from __future__ import annotations
 
 import ast
 import csv
+import functools
 import hashlib
 import json
+import logging
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +27,15 @@ from typing import Any, Iterable, Sequence
 
 from safeswap.errors import SafeswapError
 
+logger = logging.getLogger(__name__)
 HUB_DATASET = "DAMO-NLP-SG/MultiJail"
+# The copy shipped inside the package, and the sha256 it must have.
+BUNDLED_PATH = Path(__file__).parent / "data" / "multijail" / "MultiJail.csv"
+BUNDLED_SOURCE = "bundled:safeswap/evaluation/data/multijail/MultiJail.csv"
+BUNDLED_SHA256 = "2798ed6fe470b80b1f486976e0fb3baa3ce008e62b6ca0abbf2e1ed5b1dfb355"
+# Seconds to wait for the hub before using the shipped copy (datasets itself retries for ~25 s).
+HUB_PROBE_TIMEOUT = 3.0
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 LANGUAGES = ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv")
 LANGUAGE_NAMES = {
     "en": "English",
@@ -155,29 +170,80 @@ def _prompts_from_rows(rows: list[dict[str, Any]], where: str) -> tuple[list[Pro
 
 
 def load_multijail(data: str | Path | None = None, revision: str | None = None) -> PromptSet:
-    """MultiJail from a local CSV/JSONL file, or from the hub when data is None."""
+    """MultiJail from a local CSV/JSONL file; without one, from the hub, else the copy shipped with safeswap.
+
+    A hub revision names hub data, so with `revision` a hub failure is an error, not a fallback.
+    """
     if data is not None:
         path = Path(data).expanduser()
         prompts, languages = _prompts_from_rows(_read_rows(path), str(path))
         return PromptSet(prompts, source=str(path), sha256=_sha256_file(path), languages=languages)
-    return _load_from_hub(revision)
+    try:
+        return _load_from_hub(revision)
+    except SafeswapError as exc:
+        if revision is not None:
+            raise SafeswapError(f"{exc}; pass --data PATH to a local MultiJail.csv") from None
+        _note_once(f"{exc}; using the copy shipped with safeswap ({BUNDLED_SOURCE})")
+        return load_bundled()
+
+
+def load_bundled() -> PromptSet:
+    """The MultiJail CSV shipped inside the package, refused unless its sha256 is the pinned one."""
+    path = BUNDLED_PATH
+    if not path.is_file():
+        raise SafeswapError(f"the MultiJail copy shipped with safeswap is missing ({path}); reinstall safeswap or pass --data PATH")
+    digest = _sha256_file(path)
+    if digest != BUNDLED_SHA256:
+        raise SafeswapError(
+            f"the MultiJail copy shipped with safeswap ({path}) has sha256 {digest}, not the pinned "
+            f"{BUNDLED_SHA256}: it was modified; reinstall safeswap or pass --data PATH"
+        )
+    prompts, languages = _prompts_from_rows(_read_rows(path), BUNDLED_SOURCE)
+    return PromptSet(prompts, source=BUNDLED_SOURCE, sha256=digest, languages=languages)
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    """Warn about a fallback once per process (the demo loads MultiJail once per model)."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        logger.warning(message)
+
+
+def _offline() -> bool:
+    """True when the environment asks huggingface_hub or datasets to stay off the network."""
+    return any(os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE") for name in OFFLINE_VARIABLES)
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why the hub did not answer within `timeout` seconds, or None when it did (any HTTP status)."""
+    import httpx
+
+    try:
+        httpx.head(f"{endpoint}/api/datasets/{HUB_DATASET}", timeout=timeout)
+    except Exception as exc:  # DNS, refused, timeout, bad proxy: all mean "not reachable now"
+        return f"{endpoint} is unreachable ({type(exc).__name__}: {' '.join(str(exc).split()) or 'no answer'})"
+    return None
 
 
 def _load_from_hub(revision: str | None) -> PromptSet:
+    where = f"cannot load {HUB_DATASET} from the Hugging Face hub"
     try:
         import datasets
     except ImportError:
-        raise SafeswapError(
-            "loading MultiJail from the hub needs the datasets package (pip install 'safeswap[eval]'); "
-            "or pass --data PATH to a local MultiJail.csv"
-        ) from None
+        raise SafeswapError(f"{where}: the datasets package is not installed (pip install 'safeswap[eval]')") from None
+    if not _offline():  # offline, datasets reads only its local cache, and fails at once without it
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        reason = _hub_unreachable(endpoint, HUB_PROBE_TIMEOUT)
+        if reason is not None:
+            raise SafeswapError(f"{where}: {reason}")
     try:
         table = datasets.load_dataset(HUB_DATASET, split="train", revision=revision)
     except Exception as exc:  # network, auth, offline mode: all fixable by the user
-        raise SafeswapError(
-            f"could not load {HUB_DATASET} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
-            "pass --data PATH to a local MultiJail.csv"
-        ) from None
+        raise SafeswapError(f"{where} ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     rows = [dict(row) for row in table]
     # A hub dataset has no single file to hash, so hash its rows in a canonical form.
     canonical = json.dumps(rows, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8")
