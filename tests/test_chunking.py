@@ -7,8 +7,9 @@ import yaml
 
 import safeswap
 import tiny
-from safeswap import engine, specialization
-from safeswap.checkpoint import all_finite
+from safeswap.decide import specialization
+from safeswap.write import engine
+from safeswap.read.checkpoint import all_finite
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
@@ -50,7 +51,7 @@ def test_chunks_smaller_than_a_row_give_identical_output(tmp_path, monkeypatch):
 
 
 def test_reading_into_a_too_small_buffer_is_refused(tmp_path):
-    from safeswap.checkpoint import Checkpoint
+    from safeswap.read.checkpoint import Checkpoint
 
     _, _, language = tiny.make_triple(tmp_path / "models", "llama", layers=2)
     with Checkpoint(language) as ckpt:

@@ -10,7 +10,7 @@ from tiny import make_model, perturb
 
 from safeswap.errors import SafeswapError
 from safeswap.evaluation.cache import JsonlCache, generation_key, judgement_key
-from safeswap.fingerprint import fingerprint_model, model_label
+from safeswap.read.fingerprint import fingerprint_model, model_label
 
 
 @pytest.fixture(scope="module")

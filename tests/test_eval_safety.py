@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import safeswap.evaluation.safety as safety
 from safeswap.evaluation.cache import GENERATIONS_FILE, cache_folder
 from safeswap.evaluation.cli import eval_app
-from safeswap.fingerprint import fingerprint_model
+from safeswap.read.fingerprint import fingerprint_model
 from safeswap.evaluation.judges.refusal import is_refusal
 from safeswap.evaluation.multijail import load_multijail
 from safeswap.evaluation.results import SCHEMA, iter_results

@@ -164,7 +164,7 @@ def test_symlink_leading_outside_is_refused(monkeypatch, capsys, triple, tmp_pat
 
 def test_hub_cache_symlinks_into_blobs_are_allowed(triple, tmp_path):
     """A hub snapshot's files are symlinks into the repo's blobs folder: that is not 'outside'."""
-    from safeswap.checkpoint import Checkpoint
+    from safeswap.read.checkpoint import Checkpoint
 
     _, _, language = triple
     repo = tmp_path / "models--org--name"
@@ -344,7 +344,7 @@ def test_full_disk_cleans_up_and_says_how_much_is_needed(monkeypatch, triple, tm
     import errno
 
     import safeswap
-    from safeswap import writer
+    from safeswap.write import writer
     from safeswap.errors import SafeswapError
 
     calls = {"n": 0}

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import tiny
-from safeswap import manifest
+from safeswap.write import manifest
 from safeswap.errors import SafeswapError
 
 
@@ -55,7 +55,7 @@ def test_a_vanished_file_is_one_clear_error(triple, tmp_path):
     files[0].unlink()
     hasher.folders = {"base": copy}
     hasher._files = [("base", f) for f in files]
-    hasher._proc = subprocess.Popen([sys.executable, "-m", "safeswap.manifest", *map(str, files)],
+    hasher._proc = subprocess.Popen([sys.executable, "-m", "safeswap.write.manifest", *map(str, files)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with pytest.raises(SafeswapError, match="could not hash the input files: .*No such file"):
         hasher.result()

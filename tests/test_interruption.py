@@ -134,7 +134,7 @@ def test_verify_names_a_tampered_shard(merged):
 def test_verify_inputs_names_a_taken_tensor_that_differs(merged):
     """Even with a manifest made consistent again, --inputs finds the altered tensor."""
     from safeswap.api import verify
-    from safeswap.checkpoint import Checkpoint
+    from safeswap.read.checkpoint import Checkpoint
 
     _, out = merged
     name = "model.layers.1.mlp.down_proj.weight"  # layer 1 is taken from the safety expert

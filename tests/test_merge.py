@@ -9,8 +9,8 @@ import yaml
 
 import safeswap
 import tiny
-from safeswap.architecture import classify, family_for
-from safeswap.checkpoint import Checkpoint
+from safeswap.read.architecture import classify, family_for
+from safeswap.read.checkpoint import Checkpoint
 
 FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "phi3", "mistral", "gemma3"]
 

@@ -19,12 +19,12 @@ import yaml
 
 import safeswap
 import tiny
-from safeswap.architecture import classify, family_for
-from safeswap.checkpoint import Checkpoint
-from safeswap.merge_plan import MergePlan, load_plan
-from safeswap.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
-from safeswap.methods import get_method
-from safeswap.operations import Take
+from safeswap.read.architecture import classify, family_for
+from safeswap.read.checkpoint import Checkpoint
+from safeswap.decide.plan_file import MergePlan, load_plan
+from safeswap.decide.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
+from safeswap.decide.methods import get_method
+from safeswap.decide.operations import Take
 
 REPO = Path(__file__).resolve().parents[1]
 MERGEKIT = Path(os.environ.get("SAFESWAP_MERGEKIT_YAML", REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))

@@ -9,12 +9,12 @@ from typer.testing import CliRunner
 
 import safeswap
 import tiny
-from safeswap.checkpoint import Checkpoint
+from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.methods import get_method
-from safeswap.methods.layer_swap import layer_decisions
-from safeswap.methods.task_vectors import TaskVectorMerge, keep_largest, tensor_seed
-from safeswap.specialization import TensorStat
+from safeswap.decide.methods import get_method
+from safeswap.decide.methods.layer_swap import layer_decisions
+from safeswap.decide.methods.task_vectors import TaskVectorMerge, keep_largest, tensor_seed
+from safeswap.decide.specialization import TensorStat
 
 LAYERS = 8
 

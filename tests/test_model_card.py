@@ -5,8 +5,8 @@ import yaml
 
 import safeswap
 import tiny
-from safeswap.merge_plan import MergePlan, load_plan
-from safeswap.model_card import decisions_markdown, front_matter, write_model_card
+from safeswap.decide.plan_file import MergePlan, load_plan
+from safeswap.write.model_card import decisions_markdown, front_matter, write_model_card
 
 
 def read_card(path):

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 import safeswap
 import tiny
 from safeswap.cli import app
-from safeswap.merge_plan import MergePlan
-from safeswap.plan_inspect import (
+from safeswap.decide.plan_file import MergePlan
+from safeswap.decide.plan_inspect import (
     TensorSize, decision_table, diff_plans, diff_table, parameter_shares, summary_line, tensor_sizes,
 )
 

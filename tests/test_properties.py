@@ -4,10 +4,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from safeswap.methods import get_method
-from safeswap.methods.adaptive import decide
-from safeswap.operations import Linear, Take, blend
-from safeswap.specialization import TensorStat
+from safeswap.decide.methods import get_method
+from safeswap.decide.methods.adaptive import decide
+from safeswap.decide.operations import Linear, Take, blend
+from safeswap.decide.specialization import TensorStat
 
 finite = st.floats(min_value=0.0, max_value=10.0, allow_nan=False)
 ds = st.floats(min_value=-1.0, max_value=1.0, allow_nan=False)

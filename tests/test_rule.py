@@ -5,9 +5,9 @@ import math
 import pytest
 
 from safeswap.errors import SafeswapError
-from safeswap.methods import get_method
-from safeswap.methods.adaptive import decide
-from safeswap.specialization import TensorStat, relative_change, unit_scores
+from safeswap.decide.methods import get_method
+from safeswap.decide.methods.adaptive import decide
+from safeswap.decide.specialization import TensorStat, relative_change, unit_scores
 
 
 def stat(name, layer, module, base_norm, ds, dl):

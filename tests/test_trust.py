@@ -16,7 +16,7 @@ import yaml
 
 import tiny
 from cli_helpers import assert_refused, copy_model, merge_args, run_cli
-from safeswap.shards import TOKENIZER_FILES
+from safeswap.read.shards import TOKENIZER_FILES
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,23 @@ from typing import Any
 from safeswap.version import __version__
 import torch
 
-from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
+from safeswap.read.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.manifest import input_hasher, verify_outputs, write_manifest
-from safeswap.model_card import write_model_card
-from safeswap.figures import DECISIONS_FIGURE, SPECIALIZATION_FIGURE, decisions_figure, specialization_figure
-from safeswap.inputs import Inputs, fingerprint, open_inputs
-from safeswap.engine import OutputJob, dtype_name, execute, output_dtype
-from safeswap.methods import get_method
-from safeswap.methods.replay import check_plan_fits
-from safeswap.operations import Take
-from safeswap.merge_plan import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan, model_reference
+from safeswap.write.manifest import input_hasher, verify_outputs, write_manifest
+from safeswap.write.model_card import write_model_card
+from safeswap.decide.plan_figures import DECISIONS_FIGURE, SPECIALIZATION_FIGURE, decisions_figure, specialization_figure
+from safeswap.read.inputs import Inputs, fingerprint, open_inputs
+from safeswap.write.engine import OutputJob, dtype_name, execute, output_dtype
+from safeswap.decide.methods import get_method
+from safeswap.decide.methods.replay import check_plan_fits
+from safeswap.decide.operations import Take
+from safeswap.decide.plan_file import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan, model_reference
 from safeswap.progress import console, task
-from safeswap.shards import TOKENIZER_FILES, model_file
-from safeswap.specialization import measure
-from safeswap.statistics import Statistics, load_statistics, save_statistics
-from safeswap.destination import check_destination
-from safeswap.writer import atomic_output, parse_size
+from safeswap.read.shards import TOKENIZER_FILES, model_file
+from safeswap.decide.specialization import measure
+from safeswap.decide.statistics import Statistics, load_statistics, save_statistics
+from safeswap.write.destination import check_destination
+from safeswap.write.writer import atomic_output, parse_size
 
 
 

@@ -69,7 +69,7 @@ def analyze(
     Writes per-tensor r = ||W_expert - W_base|| / ||W_base|| and per-unit scores, p and d
     (statistics.json, tensor_stats.csv, unit_scores.csv) and specialization.png.
     """
-    from safeswap import api
+    import safeswap.api as api
 
     _require(base=base, safety=safety, language=language)
     api.analyze(base, safety, language, out, granularity=granularity or "module", tau=0.001 if tau is None else tau,
@@ -106,9 +106,9 @@ def plan(
 
     Edit any decision by hand (safety | language | blend) and replay it with `safeswap merge --plan`.
     """
-    from safeswap import api
+    import safeswap.api as api
 
-    from safeswap.methods.parameters import flag_parameters
+    from safeswap.decide.parameters import flag_parameters
 
     parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
                                  transition_top=transition_top, weights=weights, normalize=normalize,
@@ -119,7 +119,7 @@ def plan(
                       tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers,
                       tokenizer_from=tokenizer_from, revision=revision, show_progress=True,
                       allow_nonfinite=allow_nonfinite)
-    from safeswap.plan_inspect import summary_line, tensor_sizes
+    from safeswap.decide.plan_inspect import summary_line, tensor_sizes
 
     typer.echo(f"plan written to {out}: " + summary_line(result, tensor_sizes(result)))
 
@@ -158,17 +158,17 @@ def merge(
     Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically.
     """
     if plan_file is None and not dry_run and language and len(language) == 1:
-        from safeswap.manifest import start_hashing_early
+        from safeswap.write.manifest import start_hashing_early
 
         # The manifest's input hashes start on the second core while torch is imported below.
         start_hashing_early({"base": base, "safety": safety, "language": language[0]})
-    from safeswap import api
+    import safeswap.api as api
 
     # A short-lived process: the objects of the imports (torch's included) need no more
     # cyclic-GC scans; freezing them took 0.5 s of CPU off a 1B-parameter merge.
     gc.freeze()
 
-    from safeswap.methods.parameters import flag_parameters
+    from safeswap.decide.parameters import flag_parameters
 
     parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
                                  transition_top=transition_top, weights=weights, normalize=normalize,
@@ -177,7 +177,7 @@ def merge(
         _require(base=base, safety=safety, language=language)
     command = "safeswap " + shlex.join(sys.argv[1:])
     if language and (len(language) > 1 or "=" in language[0] and not Path(language[0]).exists()):
-        from safeswap.multilang import merge_languages, parse_language_args
+        from safeswap.write.pipeline import merge_languages, parse_language_args
 
         if plan_file is not None or dry_run:
             raise SafeswapError("--plan and --dry-run take a single --language")
@@ -192,7 +192,7 @@ def merge(
                        shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
                        allow_nonfinite=allow_nonfinite, command=command)
     if dry_run:
-        from safeswap.plan_inspect import decision_table, summary_line, tensor_sizes
+        from safeswap.decide.plan_inspect import decision_table, summary_line, tensor_sizes
         from safeswap.progress import console
 
         if result.units:
@@ -208,8 +208,8 @@ def show_plan(
     """Print a plan's decisions as a table (unit, decision, d, p_S, p_L) and a one-line summary."""
     from rich.console import Console
 
-    from safeswap.merge_plan import load_plan
-    from safeswap.plan_inspect import decision_table, format_parameters, summary_line, tensor_sizes
+    from safeswap.decide.plan_file import load_plan
+    from safeswap.decide.plan_inspect import decision_table, format_parameters, summary_line, tensor_sizes
 
     loaded = load_plan(plan_file)
     console = Console()
@@ -231,8 +231,8 @@ def diff_plans(
     """Show where two plans disagree: settings, unit decisions, and tensors whose operation differs."""
     from rich.console import Console
 
-    from safeswap.merge_plan import load_plan
-    from safeswap.plan_inspect import diff_plans as compare, diff_table, tensor_sizes
+    from safeswap.decide.plan_file import load_plan
+    from safeswap.decide.plan_inspect import diff_plans as compare, diff_table, tensor_sizes
 
     a, b = load_plan(plan_a), load_plan(plan_b)
     sizes = tensor_sizes(a, model) if model is not None else None
@@ -248,7 +248,7 @@ def export_mergekit(
     out_dtype: Optional[str] = typer.Option(None, "--out-dtype", help="mergekit out_dtype: bfloat16 | float16 | float32. [default: the language expert's dtype]"),
 ):
     """Write the mergekit (0.1.5) configuration that merges to the same weights as the plan."""
-    from safeswap.mergekit_export import export_mergekit as export
+    from safeswap.decide.mergekit_export import export_mergekit as export
 
     text = export(plan_file, out, out_dtype)
     if out is None:
@@ -266,7 +266,7 @@ def verify(
 
     Exits non-zero naming the first shard or tensor that differs.
     """
-    from safeswap import api
+    import safeswap.api as api
 
     counts = api.verify(folder, inputs=inputs, show_progress=True)
     extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from safeswap.version import __version__
 from safeswap.errors import SafeswapError
-from safeswap.fingerprint import fingerprint_model, model_label
+from safeswap.read.fingerprint import fingerprint_model, model_label
 from safeswap.evaluation.results import NOT_AVAILABLE, write_result
 
 BENCHMARKS = ("belebele", "mmmlu", "mgsm")

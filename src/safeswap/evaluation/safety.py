@@ -30,7 +30,7 @@ from safeswap.evaluation.cache import (
     judgement_key,
     sha256_text,
 )
-from safeswap.fingerprint import fingerprint_model, is_local_model, model_label
+from safeswap.read.fingerprint import fingerprint_model, is_local_model, model_label
 from safeswap.evaluation.judges import JudgeItem, JudgeOptions, Verdict, check_judge_options, make_judge
 from safeswap.evaluation.judges.refusal import is_refusal
 from safeswap.evaluation.multijail import (

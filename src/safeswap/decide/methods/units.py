@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-from safeswap.architecture import ATTENTION, MLP, TensorRole
-from safeswap.methods.base import decision_operation, is_outside, outside_operation
-from safeswap.operations import Linear, Take
-from safeswap.merge_plan import MergePlan
-from safeswap.specialization import unit_of
+from safeswap.read.architecture import ATTENTION, MLP, TensorRole
+from safeswap.decide.methods.base import decision_operation, is_outside, outside_operation
+from safeswap.decide.operations import Linear, Take
+from safeswap.decide.plan_file import MergePlan
+from safeswap.decide.specialization import unit_of
 
 
 def unit_for_tensor(granularity: str, name: str, role: TensorRole) -> str | None:

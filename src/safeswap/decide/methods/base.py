@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from safeswap.architecture import OUTSIDE, TensorRole
-from safeswap.operations import Linear, Take, blend
-from safeswap.merge_plan import MergePlan, check_alpha
+from safeswap.read.architecture import OUTSIDE, TensorRole
+from safeswap.decide.operations import Linear, Take, blend
+from safeswap.decide.plan_file import MergePlan, check_alpha
 
 
 class MergeMethod:

@@ -142,7 +142,7 @@ def model_reference(ref: str | os.PathLike) -> str:
 
 
 def validate(plan: MergePlan, where: str = "plan") -> None:
-    from safeswap.methods import get_method
+    from safeswap.decide.methods import get_method
 
     get_method(plan.method)
     if plan.outside_layers not in OUTSIDE_CHOICES:

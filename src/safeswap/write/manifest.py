@@ -18,7 +18,7 @@ from typing import Any
 from safeswap.version import __version__
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write, sha256_file
-from safeswap.shards import list_shards, model_file
+from safeswap.read.shards import list_shards, model_file
 
 MANIFEST_FILENAME = "safeswap-manifest.json"
 
@@ -41,7 +41,7 @@ class InputHasher:
         self.folders = {role: Path(folder) for role, folder in folders.items()}
         self._files = [(role, f) for role, folder in self.folders.items() for f in model_files(folder)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "safeswap.manifest", *(str(f) for _, f in self._files)],
+            [sys.executable, "-m", "safeswap.write.manifest", *(str(f) for _, f in self._files)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         atexit.register(self.cancel)
@@ -94,7 +94,7 @@ def input_hasher(folders: dict[str, Path]) -> InputHasher:
 
 def write_manifest(folder: Path, plan_sha256: str, inputs: dict, outputs: dict[str, str]) -> Path:
     manifest = {
-        "format": "safeswap.manifest/1",
+        "format": "safeswap.write.manifest/1",
         "safeswap_version": __version__,
         "plan_sha256": plan_sha256,
         "inputs": inputs,

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Iterable
 
 from safeswap.errors import SafeswapError
-from safeswap.figures import FIGURE_FILES
-from safeswap.manifest import MANIFEST_FILENAME
-from safeswap.merge_plan import PLAN_FILENAME
-from safeswap.model_card import CARD_FILENAME
-from safeswap.shards import INDEX_NAME, SIDE_FILES, owned_roots
+from safeswap.decide.plan_figures import FIGURE_FILES
+from safeswap.write.manifest import MANIFEST_FILENAME
+from safeswap.decide.plan_file import PLAN_FILENAME
+from safeswap.write.model_card import CARD_FILENAME
+from safeswap.read.shards import INDEX_NAME, SIDE_FILES, owned_roots
 
 # Every file a merged folder can hold; anything else in a folder means safeswap did not make it.
 OUTPUT_FILES = frozenset({
@@ -59,7 +59,7 @@ def _written_by_safeswap(folder: Path) -> str | None:
         return f"it has no {MANIFEST_FILENAME}"
     except (OSError, ValueError):
         return f"its {MANIFEST_FILENAME} is unreadable"
-    if not isinstance(manifest, dict) or manifest.get("format") != "safeswap.manifest/1":
+    if not isinstance(manifest, dict) or manifest.get("format") != "safeswap.write.manifest/1":
         return f"its {MANIFEST_FILENAME} is not a safeswap manifest"
     for entry in folder.iterdir():
         if entry.is_symlink() or not entry.is_file():

@@ -1,13 +1,13 @@
 """DARE + task arithmetic: drop and rescale each task vector, then add them.
 
-    W = W_base + lambda * sum_i w_i * tau_i'          (tau_i' as in safeswap.methods.dare)
+    W = W_base + lambda * sum_i w_i * tau_i'          (tau_i' as in safeswap.decide.methods.dare)
 
 normalize (off by default, as mergekit's dare_linear) divides the sum by sum_i w_i.
 """
 
 from __future__ import annotations
 
-from safeswap.methods.dare import DareMethod
+from safeswap.decide.methods.dare import DareMethod
 
 
 class DareLinear(DareMethod):

@@ -17,9 +17,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from safeswap.checkpoint import FLOAT_DTYPES, Workspace, all_finite, row_chunks
+from safeswap.read.checkpoint import FLOAT_DTYPES, Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
-from safeswap.inputs import Inputs
+from safeswap.read.inputs import Inputs
 from safeswap.threads import worker_pool
 
 GRANULARITIES = ("layer", "module", "projection")

@@ -6,18 +6,18 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safeswap.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
-from safeswap.checkpoint import Checkpoint
+from safeswap.read.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
+from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.fingerprint import fingerprint_folder
-from safeswap.shards import SIDE_FILES, model_file
-from safeswap.sources import resolve_model
+from safeswap.read.fingerprint import fingerprint_folder
+from safeswap.read.shards import SIDE_FILES, model_file
+from safeswap.read.sources import resolve_model
 
 ROLES = ("base", "safety", "language")
 
 
 def fingerprint(ckpt: Checkpoint) -> str:
-    """The model's content fingerprint (safeswap.fingerprint), as recorded in plans and results."""
+    """The model's content fingerprint (safeswap.read.fingerprint), as recorded in plans and results."""
     return fingerprint_folder(ckpt.folder)
 
 

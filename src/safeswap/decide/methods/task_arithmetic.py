@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from safeswap.methods import parameters as check
-from safeswap.methods.base import MergeMethod
-from safeswap.methods.task_vectors import TaskVectorMerge
+from safeswap.decide import parameters as check
+from safeswap.decide.methods.base import MergeMethod
+from safeswap.decide.methods.task_vectors import TaskVectorMerge
 
 
 class TaskArithmetic(MergeMethod):

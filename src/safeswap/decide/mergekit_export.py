@@ -29,12 +29,12 @@ from typing import Any
 
 import yaml
 
-from safeswap.architecture import classify, family_for
+from safeswap.read.architecture import classify, family_for
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
-from safeswap.merge_plan import MergePlan, load_plan
-from safeswap.methods import get_method
-from safeswap.operations import Linear, Take
+from safeswap.decide.plan_file import MergePlan, load_plan
+from safeswap.decide.methods import get_method
+from safeswap.decide.operations import Linear, Take
 
 EXPERTS = ("safety", "language")
 TASK_VECTOR_METHODS = {"task-arithmetic": "task_arithmetic", "ties": "ties", "dare-linear": "dare_linear",

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from safeswap.checkpoint import DTYPES
-from safeswap.destination import check_destination
-from safeswap.shards import INDEX_NAME
+from safeswap.read.checkpoint import DTYPES
+from safeswap.write.destination import check_destination
+from safeswap.read.shards import INDEX_NAME
 from safeswap.errors import SafeswapError
 
 TMP_MARKER = ".safeswap-tmp-"

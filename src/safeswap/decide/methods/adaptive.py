@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from safeswap.errors import SafeswapError
-from safeswap.methods import parameters as check
-from safeswap.methods.base import MergeMethod
-from safeswap.methods.units import unit_operation
-from safeswap.merge_plan import check_alpha
-from safeswap.specialization import GRANULARITIES, unit_scores
+from safeswap.decide import parameters as check
+from safeswap.decide.methods.base import MergeMethod
+from safeswap.decide.methods.units import unit_operation
+from safeswap.decide.plan_file import check_alpha
+from safeswap.decide.specialization import GRANULARITIES, unit_scores
 
 
 def decide(d: float, tau: float) -> str:

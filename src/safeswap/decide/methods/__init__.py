@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from safeswap.errors import SafeswapError
-from safeswap.methods.adaptive import Adaptive
-from safeswap.methods.base import MergeMethod
-from safeswap.methods.dare_linear import DareLinear
-from safeswap.methods.dare_ties import DareTies
-from safeswap.methods.layer_swap import LayerSwap
-from safeswap.methods.linear import LinearMerge
-from safeswap.methods.task_arithmetic import TaskArithmetic
-from safeswap.methods.ties import Ties
+from safeswap.decide.methods.adaptive import Adaptive
+from safeswap.decide.methods.base import MergeMethod
+from safeswap.decide.methods.dare_linear import DareLinear
+from safeswap.decide.methods.dare_ties import DareTies
+from safeswap.decide.methods.layer_swap import LayerSwap
+from safeswap.decide.methods.linear import LinearMerge
+from safeswap.decide.methods.task_arithmetic import TaskArithmetic
+from safeswap.decide.methods.ties import Ties
 
 METHODS: dict[str, type[MergeMethod]] = {
     method.name: method

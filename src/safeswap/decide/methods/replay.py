@@ -10,9 +10,9 @@ otherwise do nothing). Each problem is one line naming the entry.
 from __future__ import annotations
 
 from safeswap.errors import SafeswapError
-from safeswap.merge_plan import MergePlan
-from safeswap.methods import get_method
-from safeswap.methods.units import model_units
+from safeswap.decide.plan_file import MergePlan
+from safeswap.decide.methods import get_method
+from safeswap.decide.methods.units import model_units
 
 UNIT_FIELDS = ("unit", "layer", "module", "projection", "decision", "alpha", "d", "p_safety", "p_language")
 

@@ -22,12 +22,12 @@ from typing import Callable
 
 import torch
 
-from safeswap.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, Workspace, all_finite, row_chunks
+from safeswap.read.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
-from safeswap.inputs import Inputs
-from safeswap.operations import Take
+from safeswap.read.inputs import Inputs
+from safeswap.decide.operations import Take
 from safeswap.threads import worker_pool
-from safeswap.writer import OutputTensor, ShardedWriter
+from safeswap.write.writer import OutputTensor, ShardedWriter
 
 # 1M elements per chunk: a chunk's float32 copies stay in the CPU cache, which made
 # the whole merge 1.8x faster than 8M-element chunks; small enough tensors are one chunk.

@@ -18,8 +18,8 @@ from typing import Iterator
 import torch
 
 from safeswap.errors import SafeswapError
-from safeswap.header import ITEM_SIZES, read_header
-from safeswap.shards import list_shards, model_file
+from safeswap.read.header import ITEM_SIZES, read_header
+from safeswap.read.shards import list_shards, model_file
 
 _TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from safeswap.files import atomic_write
-from safeswap.merge_plan import PLAN_FILENAME, MergePlan
-from safeswap.plan_inspect import summary_line, tensor_sizes
+from safeswap.decide.plan_file import PLAN_FILENAME, MergePlan
+from safeswap.decide.plan_inspect import summary_line, tensor_sizes
 
 CARD_FILENAME = "README.md"
 SAFETY_LANGUAGE = "en"  # the safety expert is the English one by construction

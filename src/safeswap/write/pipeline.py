@@ -19,16 +19,16 @@ from safeswap.api import (
     _build_plan, _check_choices, _check_free_space, _method_parameters, _model_records, _operations, _output_bytes,
     _write_figures, finish_output,
 )
-from safeswap.engine import OutputJob, dtype_name, execute
+from safeswap.write.engine import OutputJob, dtype_name, execute
 from safeswap.errors import SafeswapError
-from safeswap.inputs import Inputs, open_inputs
-from safeswap.manifest import input_hasher
-from safeswap.methods import get_method
+from safeswap.read.inputs import Inputs, open_inputs
+from safeswap.write.manifest import input_hasher
+from safeswap.decide.methods import get_method
 from safeswap.progress import console, task
-from safeswap.specialization import measure_many
-from safeswap.statistics import Statistics
-from safeswap.destination import check_destination
-from safeswap.writer import atomic_output, parse_size
+from safeswap.decide.specialization import measure_many
+from safeswap.decide.statistics import Statistics
+from safeswap.write.destination import check_destination
+from safeswap.write.writer import atomic_output, parse_size
 
 _CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from safeswap.architecture import classify, family_for
-from safeswap.checkpoint import FLOAT_DTYPES, Checkpoint
+from safeswap.read.architecture import classify, family_for
+from safeswap.read.checkpoint import FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.merge_plan import DECISIONS, MergePlan
-from safeswap.methods import get_method
-from safeswap.operations import Linear, Take
+from safeswap.decide.plan_file import DECISIONS, MergePlan
+from safeswap.decide.methods import get_method
+from safeswap.decide.operations import Linear, Take
 
 SOURCES = ("safety", "language", "blend", "combined")
 

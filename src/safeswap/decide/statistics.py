@@ -21,9 +21,9 @@ from typing import Any
 from safeswap.version import __version__
 from safeswap.files import atomic_write, read_document
 from safeswap.errors import SafeswapError
-from safeswap.specialization import TensorStat
+from safeswap.decide.specialization import TensorStat
 
-STATISTICS_FORMAT = "safeswap.statistics/1"
+STATISTICS_FORMAT = "safeswap.decide.statistics/1"
 STATISTICS_FILENAME = "statistics.json"
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from safeswap.errors import SafeswapError
-from safeswap.methods import parameters as check
-from safeswap.methods.base import MergeMethod
-from safeswap.operations import Linear
+from safeswap.decide import parameters as check
+from safeswap.decide.methods.base import MergeMethod
+from safeswap.decide.operations import Linear
 
 
 class LinearMerge(MergeMethod):

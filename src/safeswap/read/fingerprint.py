@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 from safeswap.errors import SafeswapError
-from safeswap.header import read_header
-from safeswap.shards import model_file
+from safeswap.read.header import read_header
+from safeswap.read.shards import model_file
 
 # Files besides config.json that change what a model generates.
 GENERATION_FILES = (

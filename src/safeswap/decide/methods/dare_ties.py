@@ -2,13 +2,13 @@
 
     s = sign(sum_i w_i tau_i'),   W = W_base + lambda * sum_i w_i tau_i' [sign(tau_i') = s]
 
-(tau_i' as in safeswap.methods.dare; no magnitude trim, the random drop replaces it.)
+(tau_i' as in safeswap.decide.methods.dare; no magnitude trim, the random drop replaces it.)
 normalize (off by default, as mergekit's dare_ties) divides by sum_i w_i [sign(tau_i') = s].
 """
 
 from __future__ import annotations
 
-from safeswap.methods.dare import DareMethod
+from safeswap.decide.methods.dare import DareMethod
 
 
 class DareTies(DareMethod):
