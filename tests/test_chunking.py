@@ -9,7 +9,7 @@ import safeswap
 import tiny
 from safeswap.decide import specialization
 from safeswap.write import engine
-from safeswap.read.checkpoint import all_finite
+from safeswap.read.chunks import all_finite
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import tiny
-from safeswap.write import manifest
+from safeswap.write import hasher
 from safeswap.errors import SafeswapError
 
 
@@ -18,12 +18,12 @@ def triple(tmp_path_factory):
 
 def _expected(folder):
     return {p.name: {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-            for p in manifest.model_files(folder)}
+            for p in hasher.model_files(folder)}
 
 
 def test_hashes_match_hashlib(triple):
     base, safety, language = triple
-    result = manifest.InputHasher({"base": base, "safety": safety, "language": language}).result()
+    result = hasher.InputHasher({"base": base, "safety": safety, "language": language}).result()
     assert result == {"base": _expected(base), "safety": _expected(safety), "language": _expected(language)}
     assert any(name.endswith(".safetensors") for name in result["base"])
     assert "config.json" in result["base"]
@@ -31,18 +31,18 @@ def test_hashes_match_hashlib(triple):
 
 def test_an_early_hasher_is_adopted_only_for_the_same_folders(triple):
     base, safety, language = triple
-    manifest.start_hashing_early({"base": str(base), "safety": str(safety), "language": str(language)})
-    early = manifest._early[-1]
-    assert manifest.input_hasher({"base": base, "safety": safety, "language": language}) is early
-    manifest.start_hashing_early({"base": str(base), "safety": str(safety), "language": str(language)})
-    other = manifest.input_hasher({"base": base, "safety": safety, "language": base})
-    assert other is not early and manifest._early == []
+    hasher.start_hashing_early({"base": str(base), "safety": str(safety), "language": str(language)})
+    early = hasher._early[-1]
+    assert hasher.input_hasher({"base": base, "safety": safety, "language": language}) is early
+    hasher.start_hashing_early({"base": str(base), "safety": str(safety), "language": str(language)})
+    other = hasher.input_hasher({"base": base, "safety": safety, "language": base})
+    assert other is not early and hasher._early == []
     assert other.result()["language"] == _expected(base)
 
 
 def test_early_start_ignores_what_the_merge_will_refuse(tmp_path):
-    manifest.start_hashing_early({"base": "org/hub-model", "safety": str(tmp_path), "language": None})
-    assert manifest._early == []
+    hasher.start_hashing_early({"base": "org/hub-model", "safety": str(tmp_path), "language": None})
+    assert hasher._early == []
 
 
 def test_a_vanished_file_is_one_clear_error(triple, tmp_path):
@@ -50,12 +50,12 @@ def test_a_vanished_file_is_one_clear_error(triple, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(triple[0], copy)
-    hasher = manifest.InputHasher.__new__(manifest.InputHasher)
-    files = manifest.model_files(copy)
+    hasher = hasher.InputHasher.__new__(hasher.InputHasher)
+    files = hasher.model_files(copy)
     files[0].unlink()
     hasher.folders = {"base": copy}
     hasher._files = [("base", f) for f in files]
-    hasher._proc = subprocess.Popen([sys.executable, "-m", "safeswap.write.manifest", *map(str, files)],
+    hasher._proc = subprocess.Popen([sys.executable, "-m", "safeswap.write.hasher", *map(str, files)],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with pytest.raises(SafeswapError, match="could not hash the input files: .*No such file"):
         hasher.result()
@@ -73,13 +73,13 @@ def test_the_cli_hashes_each_input_once(triple, tmp_path, monkeypatch):
     from safeswap.cli import main
 
     started = []
-    original = manifest.InputHasher.__init__
+    original = hasher.InputHasher.__init__
 
     def counting(self, folders):
         started.append(folders)
         original(self, folders)
 
-    monkeypatch.setattr(manifest.InputHasher, "__init__", counting)
+    monkeypatch.setattr(hasher.InputHasher, "__init__", counting)
     base, safety, language = triple
     monkeypatch.chdir(base.parent)
     monkeypatch.setattr(sys, "argv", ["safeswap", "merge", "--base", base.name, "--safety", safety.name,

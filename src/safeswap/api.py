@@ -15,15 +15,17 @@ import torch
 
 from safeswap.read.checkpoint import DTYPES, FLOAT_DTYPES, Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.write.manifest import input_hasher, verify_outputs, write_manifest
+from safeswap.write.hasher import input_hasher
+from safeswap.write.manifest import verify_outputs, write_manifest
 from safeswap.write.model_card import write_model_card
-from safeswap.decide.plan_figures import DECISIONS_FIGURE, SPECIALIZATION_FIGURE, decisions_figure, specialization_figure
+from safeswap.decide.plan_figures import decisions_figure, specialization_figure
+from safeswap.merged_folder import DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
 from safeswap.read.inputs import Inputs, fingerprint, open_inputs
 from safeswap.write.engine import OutputJob, dtype_name, execute, output_dtype
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.replay import check_plan_fits
 from safeswap.decide.operations import Take
-from safeswap.decide.plan_file import OUTSIDE_CHOICES, PLAN_FILENAME, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan, model_reference
+from safeswap.decide.plan_file import OUTSIDE_CHOICES, TOKENIZER_CHOICES, MergePlan, check_fingerprints, load_plan, model_reference
 from safeswap.progress import console, task
 from safeswap.read.shards import TOKENIZER_FILES, model_file
 from safeswap.decide.specialization import measure

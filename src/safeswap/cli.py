@@ -158,7 +158,7 @@ def merge(
     Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically.
     """
     if plan_file is None and not dry_run and language and len(language) == 1:
-        from safeswap.write.manifest import start_hashing_early
+        from safeswap.write.hasher import start_hashing_early
 
         # The manifest's input hashes start on the second core while torch is imported below.
         start_hashing_early({"base": base, "safety": safety, "language": language[0]})

@@ -18,8 +18,6 @@ from matplotlib.patches import Patch  # noqa: E402
 SAFETY, LANGUAGE, BLEND, NEUTRAL = "#0072B2", "#E69F00", "#009E73", "#999999"
 DECISION_COLOURS = {"safety": SAFETY, "language": LANGUAGE, "blend": BLEND}
 DECISION_CODES = {"language": 0, "blend": 1, "safety": 2}
-SPECIALIZATION_FIGURE, DECISIONS_FIGURE = "specialization.png", "decisions.png"
-FIGURE_FILES = (SPECIALIZATION_FIGURE, DECISIONS_FIGURE)
 
 
 def _panels(units: list[dict]) -> list[tuple[str, list[dict]]]:

@@ -19,10 +19,10 @@ import yaml
 
 from safeswap.version import __version__
 from safeswap.files import atomic_write, read_document
+from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.errors import SafeswapError
 
 PLAN_FORMAT = "safeswap.plan/1"
-PLAN_FILENAME = "safeswap-plan.yaml"
 DECISIONS = ("safety", "language", "blend")
 OUTSIDE_CHOICES = ("blend", "language", "safety")
 TOKENIZER_CHOICES = ("base", "safety", "language")

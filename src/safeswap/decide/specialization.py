@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from safeswap.read.checkpoint import FLOAT_DTYPES, Workspace, all_finite, row_chunks
+from safeswap.read.checkpoint import FLOAT_DTYPES
+from safeswap.read.chunks import Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import Inputs
 from safeswap.threads import worker_pool

@@ -23,7 +23,7 @@ from safeswap.files import atomic_write, read_document
 from safeswap.errors import SafeswapError
 from safeswap.decide.specialization import TensorStat
 
-STATISTICS_FORMAT = "safeswap.decide.statistics/1"
+STATISTICS_FORMAT = "safeswap.statistics/1"
 STATISTICS_FILENAME = "statistics.json"
 
 

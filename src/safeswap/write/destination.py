@@ -9,23 +9,12 @@ itself (its manifest is there and every entry is a file safeswap writes).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterable
 
 from safeswap.errors import SafeswapError
-from safeswap.decide.plan_figures import FIGURE_FILES
-from safeswap.write.manifest import MANIFEST_FILENAME
-from safeswap.decide.plan_file import PLAN_FILENAME
-from safeswap.write.model_card import CARD_FILENAME
-from safeswap.read.shards import INDEX_NAME, SIDE_FILES, owned_roots
-
-# Every file a merged folder can hold; anything else in a folder means safeswap did not make it.
-OUTPUT_FILES = frozenset({
-    "config.json", *SIDE_FILES, "model.safetensors", INDEX_NAME, PLAN_FILENAME, CARD_FILENAME, MANIFEST_FILENAME,
-    *FIGURE_FILES,
-})
-_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+from safeswap.merged_folder import MANIFEST_FILENAME, is_output_file
+from safeswap.read.shards import owned_roots
 
 
 def _relation(out: Path, root: Path) -> str | None:
@@ -59,12 +48,12 @@ def _written_by_safeswap(folder: Path) -> str | None:
         return f"it has no {MANIFEST_FILENAME}"
     except (OSError, ValueError):
         return f"its {MANIFEST_FILENAME} is unreadable"
-    if not isinstance(manifest, dict) or manifest.get("format") != "safeswap.write.manifest/1":
+    if not isinstance(manifest, dict) or manifest.get("format") != "safeswap.manifest/1":
         return f"its {MANIFEST_FILENAME} is not a safeswap manifest"
     for entry in folder.iterdir():
         if entry.is_symlink() or not entry.is_file():
             return f"it holds {entry.name!r}, which is not a file safeswap writes"
-        if entry.name not in OUTPUT_FILES and not _SHARD.match(entry.name):
+        if not is_output_file(entry.name):
             return f"it holds {entry.name!r}, which safeswap does not write"
     return None
 

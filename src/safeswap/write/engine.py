@@ -22,7 +22,8 @@ from typing import Callable
 
 import torch
 
-from safeswap.read.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS, Workspace, all_finite, row_chunks
+from safeswap.read.checkpoint import DTYPES, FLOAT_DTYPES, TORCH_TO_SAFETENSORS
+from safeswap.read.chunks import Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import Inputs
 from safeswap.decide.operations import Take

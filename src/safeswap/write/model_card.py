@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from safeswap.files import atomic_write
-from safeswap.decide.plan_file import PLAN_FILENAME, MergePlan
+from safeswap.decide.plan_file import MergePlan
+from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, PLAN_FILENAME
 from safeswap.decide.plan_inspect import summary_line, tensor_sizes
 
-CARD_FILENAME = "README.md"
 SAFETY_LANGUAGE = "en"  # the safety expert is the English one by construction
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -153,8 +153,8 @@ def card_text(plan: MergePlan, folder: Path, command: str | None, languages: lis
     table = decisions_markdown(plan)
     if table:
         parts.append(table)
-    if (folder / "decisions.png").is_file():
-        parts.append("![Where each unit of the merged model comes from](decisions.png)")
+    if (folder / DECISIONS_FIGURE).is_file():
+        parts.append(f"![Where each unit of the merged model comes from]({DECISIONS_FIGURE})")
     parts.append("## Reproduce")
     if command:
         parts.append("The command that made this merge:\n\n```bash\n" + command.strip() + "\n```")

@@ -22,7 +22,7 @@ from safeswap.api import (
 from safeswap.write.engine import OutputJob, dtype_name, execute
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import Inputs, open_inputs
-from safeswap.write.manifest import input_hasher
+from safeswap.write.hasher import input_hasher
 from safeswap.decide.methods import get_method
 from safeswap.progress import console, task
 from safeswap.decide.specialization import measure_many

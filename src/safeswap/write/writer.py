@@ -23,6 +23,7 @@ from typing import Iterator
 
 from safeswap.read.checkpoint import DTYPES
 from safeswap.write.destination import check_destination
+from safeswap.merged_folder import shard_filenames
 from safeswap.read.shards import INDEX_NAME
 from safeswap.errors import SafeswapError
 
@@ -173,10 +174,7 @@ class ShardedWriter:
     def __init__(self, folder: Path, tensors: list[OutputTensor], shard_size: int):
         self.folder = Path(folder)
         self.shards = plan_shards(tensors, shard_size)
-        n = len(self.shards)
-        self.filenames = (
-            ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        )
+        self.filenames = shard_filenames(len(self.shards))
         self.order = [(i, t) for i, shard in enumerate(self.shards) for t in shard]
         self.sha256: dict[str, str] = {}
         self._position = -1  # index into self.order of the tensor being written
