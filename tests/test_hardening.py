@@ -367,11 +367,11 @@ def test_free_space_is_checked_before_writing(monkeypatch, triple, tmp_path):
     import collections
 
     import safeswap
-    from safeswap import api
     from safeswap.errors import SafeswapError
+    from safeswap.write import destination
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(api.shutil, "disk_usage", lambda p: usage(10**6, 10**6, 1000))
+    monkeypatch.setattr(destination.shutil, "disk_usage", lambda p: usage(10**6, 10**6, 1000))
     with pytest.raises(SafeswapError, match="not enough disk space .* the merge needs 0.00 GB, 0.00 GB is free"):
         safeswap.merge(*triple, out=tmp_path / "o")
     assert not (tmp_path / "o").exists()

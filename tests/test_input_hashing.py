@@ -50,15 +50,15 @@ def test_a_vanished_file_is_one_clear_error(triple, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(triple[0], copy)
-    hasher = hasher.InputHasher.__new__(hasher.InputHasher)
+    child = hasher.InputHasher.__new__(hasher.InputHasher)
     files = hasher.model_files(copy)
     files[0].unlink()
-    hasher.folders = {"base": copy}
-    hasher._files = [("base", f) for f in files]
-    hasher._proc = subprocess.Popen([sys.executable, "-m", "safeswap.write.hasher", *map(str, files)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.folders = {"base": copy}
+    child._files = [("base", f) for f in files]
+    child._proc = subprocess.Popen([sys.executable, "-m", "safeswap.write.hasher", *map(str, files)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with pytest.raises(SafeswapError, match="could not hash the input files: .*No such file"):
-        hasher.result()
+        child.result()
 
 
 def test_cli_starts_without_torch_or_matplotlib():

@@ -21,7 +21,8 @@ import safeswap
 import tiny
 from safeswap.read.architecture import classify, family_for
 from safeswap.read.checkpoint import Checkpoint
-from safeswap.decide.plan_file import MergePlan, load_plan
+from safeswap.decide.methods import load_plan
+from safeswap.decide.plan_file import MergePlan
 from safeswap.decide.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
 from safeswap.decide.methods import get_method
 from safeswap.decide.operations import Take

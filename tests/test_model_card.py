@@ -5,7 +5,8 @@ import yaml
 
 import safeswap
 import tiny
-from safeswap.decide.plan_file import MergePlan, load_plan
+from safeswap.decide.methods import load_plan
+from safeswap.decide.plan_file import MergePlan
 from safeswap.write.model_card import decisions_markdown, front_matter, write_model_card
 
 

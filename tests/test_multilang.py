@@ -10,7 +10,7 @@ import safeswap
 import tiny
 from safeswap import cli
 from safeswap.errors import SafeswapError
-from safeswap.write.pipeline import parse_language_args
+from safeswap.cli import parse_language_args
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,19 @@ NONFINITE = typer.Option(False, "--allow-nonfinite", help="Merge even if an inpu
 TOKENIZER = typer.Option("language", "--tokenizer-from", help="Tokenizer and chat template from: base | safety | language.")
 
 
+def parse_language_args(values: list[str]) -> dict[str, str]:
+    """['ko=PATH', 'sw=PATH'] -> {'ko': 'PATH', 'sw': 'PATH'}; codes name the output subfolders."""
+    languages: dict[str, str] = {}
+    for value in values:
+        code, sep, path = value.partition("=")
+        if not sep or not code or not path:
+            raise SafeswapError(f"--language {value!r}: with several languages write CODE=PATH, e.g. ko=./ko-expert")
+        if code in languages:
+            raise SafeswapError(f"--language {code} is given twice")
+        languages[code] = path
+    return languages
+
+
 def _require(**models) -> None:
     missing = [f"--{k}" for k, v in models.items() if v is None]
     if missing:
@@ -177,16 +190,9 @@ def merge(
         _require(base=base, safety=safety, language=language)
     command = "safeswap " + shlex.join(sys.argv[1:])
     if language and (len(language) > 1 or "=" in language[0] and not Path(language[0]).exists()):
-        from safeswap.write.pipeline import merge_languages, parse_language_args
-
-        if plan_file is not None or dry_run:
-            raise SafeswapError("--plan and --dry-run take a single --language")
-        merge_languages(base, safety, parse_language_args(language), out=out, method=method, granularity=granularity,
-                        tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers,
-                        tokenizer_from=tokenizer_from, dtype=dtype, shard_size=shard_size, force=force,
-                        revision=revision, show_progress=True, allow_nonfinite=allow_nonfinite, command=command)
-        return
-    language = language[0] if language else None
+        language = parse_language_args(language)
+    else:
+        language = language[0] if language else None
     result = api.merge(base, safety, language, out=out, plan=plan_file, method=method, granularity=granularity,
                        tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers, tokenizer_from=tokenizer_from, dtype=dtype,
                        shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
@@ -208,7 +214,7 @@ def show_plan(
     """Print a plan's decisions as a table (unit, decision, d, p_S, p_L) and a one-line summary."""
     from rich.console import Console
 
-    from safeswap.decide.plan_file import load_plan
+    from safeswap.decide.methods import load_plan
     from safeswap.decide.plan_inspect import decision_table, format_parameters, summary_line, tensor_sizes
 
     loaded = load_plan(plan_file)
@@ -231,7 +237,7 @@ def diff_plans(
     """Show where two plans disagree: settings, unit decisions, and tensors whose operation differs."""
     from rich.console import Console
 
-    from safeswap.decide.plan_file import load_plan
+    from safeswap.decide.methods import load_plan
     from safeswap.decide.plan_inspect import diff_plans as compare, diff_table, tensor_sizes
 
     a, b = load_plan(plan_a), load_plan(plan_b)

@@ -32,8 +32,8 @@ import yaml
 from safeswap.read.architecture import classify, family_for
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
-from safeswap.decide.plan_file import MergePlan, load_plan
-from safeswap.decide.methods import get_method
+from safeswap.decide.plan_file import MergePlan
+from safeswap.decide.methods import get_method, load_plan
 from safeswap.decide.operations import Linear, Take
 
 EXPERTS = ("safety", "language")

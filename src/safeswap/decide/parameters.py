@@ -23,6 +23,17 @@ def reject_unknown(method: str, params: dict[str, Any], allowed: Iterable[str]) 
         )
 
 
+def check_alpha(alpha: Any, what: str = "alpha") -> float:
+    """The safety expert's weight in a blend: a number in [0, 1]."""
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise SafeswapError(f"{what} must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= a <= 1.0:
+        raise SafeswapError(f"{what} must lie in [0, 1], got {a}")
+    return a
+
+
 def number(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise SafeswapError(f"{what} must be a number, got {value!r}")

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from safeswap.version import __version__
+from safeswap.decide.parameters import check_alpha
 from safeswap.files import atomic_write, read_document
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.errors import SafeswapError
@@ -39,13 +40,17 @@ class MergePlan:
     tokenizer_from: str = "language"
     units: list[dict[str, Any]] = field(default_factory=list)
     safeswap_version: str = __version__
+    _index: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _indexed: list | None = field(default=None, init=False, repr=False, compare=False)
 
     def unit(self, unit_id: str) -> dict[str, Any]:
+        """The row of one unit. Replay asks once per tensor, so rows are indexed by id; the index is
+        rebuilt whenever `units` is replaced by another list (rows edited in place need no rebuild)."""
+        if self._indexed is not self.units:
+            self._index = {u["unit"]: u for u in self.units}
+            self._indexed = self.units
         try:
-            return self._unit_index[unit_id]
-        except AttributeError:
-            self._unit_index = {u["unit"]: u for u in self.units}
-            return self.unit(unit_id)
+            return self._index[unit_id]
         except KeyError:
             raise SafeswapError(f"plan has no entry for unit {unit_id}") from None
 
@@ -95,8 +100,12 @@ def _represent_dict(dumper: yaml.SafeDumper, data: dict):
 _PlanDumper.add_representer(dict, _represent_dict)
 
 
-def load_plan(path: str | os.PathLike) -> MergePlan:
-    """Read and validate a plan file; every problem is one line naming it."""
+def read_plan(path: str | os.PathLike) -> MergePlan:
+    """Read a plan file and check its format (fields, choices, unit rows); every problem is one line naming it.
+
+    The method's own parameters are checked by safeswap.decide.methods.load_plan, which
+    knows the methods; this module does not, so that the methods can import it.
+    """
     path, data = read_document(path, PLAN_FILENAME, "plan", yaml.safe_load, (yaml.YAMLError,), PLAN_FORMAT)
     unknown = sorted(set(data) - set(PLAN_FIELDS))
     if unknown:
@@ -117,7 +126,7 @@ def load_plan(path: str | os.PathLike) -> MergePlan:
         raise SafeswapError(f"plan file {path} is malformed (missing or bad field: {e})") from None
     for role, record in plan.models.items():
         record["path"] = _model_path(record.get("path"), path.parent, f"plan file {path}: model {role}")
-    validate(plan, str(path))
+    check_format(plan, str(path))
     return plan
 
 
@@ -141,14 +150,18 @@ def model_reference(ref: str | os.PathLike) -> str:
     return str(path.absolute()) if path.exists() else str(ref)
 
 
-def validate(plan: MergePlan, where: str = "plan") -> None:
-    from safeswap.decide.methods import get_method
+def check_choices(outside_layers: str, tokenizer_from: str, where: str | None = None) -> None:
+    """outside_layers and tokenizer_from against their choices; errors name the plan field, or the flag when where is None."""
+    for value, choices, field_name in ((outside_layers, OUTSIDE_CHOICES, "outside_layers"),
+                                       (tokenizer_from, TOKENIZER_CHOICES, "tokenizer_from")):
+        if value not in choices:
+            what = f"{where}: {field_name}" if where else "--" + field_name.replace("_", "-")
+            raise SafeswapError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
-    get_method(plan.method)
-    if plan.outside_layers not in OUTSIDE_CHOICES:
-        raise SafeswapError(f"{where}: outside_layers must be one of {', '.join(OUTSIDE_CHOICES)}")
-    if plan.tokenizer_from not in TOKENIZER_CHOICES:
-        raise SafeswapError(f"{where}: tokenizer_from must be one of {', '.join(TOKENIZER_CHOICES)}")
+
+def check_format(plan: MergePlan, where: str = "plan") -> None:
+    """Everything about a plan that needs no method: choices, unique unit ids, decisions, unit alphas."""
+    check_choices(plan.outside_layers, plan.tokenizer_from, where)
     seen = set()
     for u in plan.units:
         uid = u.get("unit")
@@ -159,17 +172,6 @@ def validate(plan: MergePlan, where: str = "plan") -> None:
             raise SafeswapError(f"{where}: unit {uid} has decision {u.get('decision')!r}; use one of {', '.join(DECISIONS)}")
         if "alpha" in u:
             check_alpha(u["alpha"], f"{where}: unit {uid} alpha")
-    get_method(plan.method).validate_parameters(plan.parameters)
-
-
-def check_alpha(alpha: Any, what: str = "alpha") -> float:
-    try:
-        a = float(alpha)
-    except (TypeError, ValueError):
-        raise SafeswapError(f"{what} must be a number in [0, 1], got {alpha!r}") from None
-    if not 0.0 <= a <= 1.0:
-        raise SafeswapError(f"{what} must lie in [0, 1], got {a}")
-    return a
 
 
 def check_fingerprints(plan: MergePlan, fingerprints: dict[str, str]) -> None:

@@ -3,12 +3,14 @@
 The rules keep a merge from destroying anything the user gave: an output never is,
 contains or lies inside an input (after resolving symlinks, hub cache repos
 included), and --force replaces only an empty folder or one that safeswap wrote
-itself (its manifest is there and every entry is a file safeswap writes).
+itself (its manifest is there and every entry is a file safeswap writes). The
+free-space check before a merge starts lives here too.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -88,4 +90,16 @@ def check_destination(destination: str | Path, force: bool, inputs: Iterable[tup
         raise SafeswapError(
             f"--force replaces only an empty folder or one safeswap wrote, and {resolved} is neither ({reason}); "
             "remove it yourself or choose another --out"
+        )
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    """Refuse to start a merge whose shards would not fit on the destination's file system."""
+    parent = Path(out).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if free < needed * 1.02 + (64 << 20):  # shards plus a little for configs, figures, file-system slack
+        raise SafeswapError(
+            f"not enough disk space at {parent}: the merge needs {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB is free"
         )

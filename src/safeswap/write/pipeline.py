@@ -1,49 +1,71 @@
-"""Several language experts in one run: one merged model per language under OUT/<lang>/.
+"""The one merge pipeline: open the inputs, check the destination, decide (or replay), stream, finish.
 
-The base and the safety expert are read once for all languages, in the analysis
-(one norm pass computes ||S - B|| and every ||L_i - B||) and in the merge (each
-input chunk is read once and feeds every output). Each language gets its own
-plan, normalised over its own units, so OUT/<lang>/ is byte-identical to a
-separate `safeswap merge` of that language.
+A merge pairs the safety expert with one or more language experts. The base and the
+safety expert are read once for all of them, in the analysis (one norm pass computes
+||S - B|| and every ||L_i - B||) and in the write (each input chunk is read once and
+feeds every output). Each language gets its own plan, normalised over its own units,
+so OUT/<code>/ is byte-identical to a separate one-language merge; a one-language
+merge (code None) writes straight into OUT.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safeswap.api import (
-    _build_plan, _check_choices, _check_free_space, _method_parameters, _model_records, _operations, _output_bytes,
-    _write_figures, finish_output,
-)
-from safeswap.write.engine import OutputJob, dtype_name, execute
-from safeswap.errors import SafeswapError
-from safeswap.read.inputs import Inputs, open_inputs
-from safeswap.write.hasher import input_hasher
 from safeswap.decide.methods import get_method
-from safeswap.progress import console, task
-from safeswap.decide.specialization import measure_many
+from safeswap.decide.methods.replay import check_plan_fits
+from safeswap.decide.plan_file import MergePlan, check_fingerprints
+from safeswap.decide.planning import build_plan, measure_languages, model_records, operations
 from safeswap.decide.statistics import Statistics
-from safeswap.write.destination import check_destination
-from safeswap.write.writer import atomic_output, parse_size
+from safeswap.errors import SafeswapError
+from safeswap.progress import console, task
+from safeswap.read.checkpoint import DTYPES
+from safeswap.read.inputs import Inputs, fingerprint, open_inputs
+from safeswap.write.destination import check_destination, check_free_space
+from safeswap.write.engine import OutputJob, execute, output_dtype
+from safeswap.write.hasher import input_hasher
+from safeswap.write.outputs import finish_output, write_figures
+from safeswap.write.writer import atomic_output
 
-_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+SINGLE = None  # the language code of a one-language merge
+LANGUAGE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
-def parse_language_args(values: list[str]) -> dict[str, str]:
-    """['ko=PATH', 'sw=PATH'] -> {'ko': 'PATH', 'sw': 'PATH'}; codes name the output subfolders."""
-    languages: dict[str, str] = {}
-    for value in values:
-        code, sep, path = value.partition("=")
-        if not sep or not _CODE.match(code) or not path:
-            raise SafeswapError(f"--language {value!r}: with several languages write CODE=PATH, e.g. ko=./ko-expert")
-        if code in languages:
-            raise SafeswapError(f"--language {code} is given twice")
-        languages[code] = path
-    return languages
+@dataclass(frozen=True)
+class Recipe:
+    """How to decide when no plan is given: a method, its checked parameters and the two choices."""
+
+    method: str
+    parameters: dict[str, Any]
+    outside_layers: str = "blend"
+    tokenizer_from: str = "language"
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    out: Path
+    dtype: str | None = None  # safetensors dtype name of the output floats; None keeps the inputs'
+    shard_bytes: int = 5 * 10**9
+    force: bool = False
+    show_progress: bool = False
+    allow_nonfinite: bool = False
+    command: str | None = None  # recorded in the model card as the way to reproduce the merge
+
+
+def _keys(languages: dict[str | None, str]) -> dict[str | None, str]:
+    """Input key of each language expert: 'language' alone, else 'language:<code>' (codes name subfolders)."""
+    if SINGLE in languages:
+        if len(languages) > 1:
+            raise SafeswapError("a one-language merge takes exactly one language expert")
+        return {SINGLE: "language"}
+    for code in languages:
+        if not isinstance(code, str) or not LANGUAGE_CODE.match(code):
+            raise SafeswapError(f"language code {code!r} must be letters, digits, '_' or '-' (it names a subfolder)")
+    return {code: f"language:{code}" for code in languages}
 
 
 def _view(inputs: Inputs, key: str) -> Inputs:
@@ -53,65 +75,87 @@ def _view(inputs: Inputs, key: str) -> Inputs:
     return Inputs(models, inputs.family, inputs.roles, refs)
 
 
-def merge_languages(
-    base, safety, languages: dict[str, str], *, out: str | os.PathLike, method: str = "adaptive",
-    granularity: str | None = None, tau: float | None = None, alpha: float | None = None,
-    parameters: dict[str, Any] | None = None, outside_layers: str = "blend", tokenizer_from: str = "language",
-    dtype: str | None = None, shard_size: str | int = "5GB", force: bool = False, revision: str | None = None,
-    show_progress: bool = False, allow_nonfinite: bool = False, command: str | None = None,
-) -> dict[str, Path]:
-    """Merge the safety expert with each language expert; returns {code: OUT/code}."""
-    if not languages:
-        raise SafeswapError("no language experts given")
-    out = Path(out).expanduser()
-    shard_bytes, out_dtype = parse_size(shard_size, "--shard-size"), dtype_name(dtype)
-    params = _method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
-    _check_choices(outside_layers, tokenizer_from)
-    keys = {code: f"language:{code}" for code in languages}
-    refs = {"base": base, "safety": safety, **{keys[c]: p for c, p in languages.items()}}
-    inputs = open_inputs(refs, revision, receiver=keys[next(iter(languages))])
+def _output_bytes(inputs: Inputs, out_dtype: str | None) -> int:
+    return sum(t.numel * DTYPES[output_dtype(t.dtype, out_dtype)][1] for t in inputs.receiver.tensors.values())
+
+
+def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: WriteSettings) -> dict[str | None, MergePlan]:
+    """One plan per language, from statistics measured once for all of them when the method needs them."""
+    stats = None
+    if get_method(recipe.method).uses_statistics:
+        stats = measure_languages(inputs, list(keys.values()), settings.show_progress, settings.allow_nonfinite)
+    plans = {}
+    for code, view in views.items():
+        records = model_records(view)
+        if code is not SINGLE:
+            records["language"]["code"] = code
+        lang_stats = Statistics(records, view.receiver.architecture, view.num_layers, stats[keys[code]]) if stats else None
+        plan = build_plan(recipe.method, recipe.parameters, lang_stats, view, recipe.outside_layers, recipe.tokenizer_from)
+        plan.models = records
+        plans[code] = plan
+    return plans
+
+
+def _replay(view: Inputs, plan: MergePlan) -> dict[str | None, MergePlan]:
+    check_fingerprints(plan, {r: fingerprint(m) for r, m in view.models.items()})
+    check_plan_fits(plan, view.receiver.architecture, view.num_layers, view.roles)
+    return {SINGLE: plan}
+
+
+def merge(base, safety, languages: dict[str | None, str], settings: WriteSettings, *, recipe: Recipe | None = None,
+          plan: MergePlan | None = None, revision: str | None = None, dry_run: bool = False) -> dict[str | None, MergePlan]:
+    """Write one merged folder per language expert (or, with dry_run, only check and decide); returns the plans.
+
+    Give a recipe to decide, or a plan to replay (one language only).
+    """
+    keys = _keys(languages)
+    receiver = next(iter(keys.values()))
+    inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
+                         revision, receiver=receiver)
     hasher = None
     try:
         views = {code: _view(inputs, key) for code, key in keys.items()}
-        order = inputs.tensor_names()
         for code, view in views.items():
-            if view.tensor_names() != order:
+            if view.tensor_names() != inputs.tensor_names():
                 raise SafeswapError(f"language expert {code} stores its tensors in another order; merge it separately")
-        needed = _output_bytes(inputs, out_dtype) * len(languages)
-        check_destination(out, force, inputs.folders())
-        _check_free_space(out, needed)
-        hasher = input_hasher({role: m.folder for role, m in inputs.models.items()})
-        stats = None
-        if get_method(method).uses_statistics:
-            n = sum(1 for r in inputs.roles.values() if r.scored)
-            with task("analysing", n, show_progress, unit="tensors") as advance:
-                stats = measure_many(inputs, list(keys.values()), lambda name: advance(1), allow_nonfinite)
-        plans, jobs = {}, []
-        for code, view in views.items():
-            records = _model_records(view)
-            records["language"]["code"] = code
-            lang_stats = Statistics(records, view.receiver.architecture, view.num_layers, stats[keys[code]]) if stats else None
-            plan_ = _build_plan(method, params, lang_stats, view, outside_layers, tokenizer_from)
-            plan_.models = records
-            plans[code] = plan_
-        with atomic_output(out, force, needed) as tmp, ThreadPoolExecutor(max_workers=1) as side:
-            for code in languages:
-                (tmp / code).mkdir()
-                jobs.append(OutputJob(tmp / code, _operations(plans[code], views[code]),
-                                      {"base": "base", "safety": "safety", "language": keys[code]}))
-            figures = side.submit(lambda: [_write_figures(plans[c], tmp / c) for c in languages])
-            with task("merging", needed, show_progress, unit="bytes") as advance:
-                hashes = execute(inputs, jobs, shard_bytes, out_dtype, on_bytes=advance, allow_nonfinite=allow_nonfinite,
-                                 inputs_checked=stats is not None)
-            figures.result()
-            all_inputs = hasher.result()
-            for (code, view), shard_hashes in zip(views.items(), hashes):
-                subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
-                finish_output(view, plans[code], tmp / code, shard_hashes, subset, out_dtype, command)
+        needed = _output_bytes(inputs, settings.dtype) * len(keys)
+        if not dry_run:
+            check_destination(settings.out, settings.force, inputs.folders())
+            check_free_space(settings.out, needed)
+            hasher = input_hasher({key: m.folder for key, m in inputs.models.items()})
+        plans = _replay(views[SINGLE], plan) if plan is not None else _decide(inputs, views, keys, recipe, settings)
+        ops = {code: operations(plans[code], views[code]) for code in keys}
+        if dry_run:
+            return plans
+        # The analysis already checked every input tensor for NaN/Inf; a replay did not.
+        analysed = plan is None and get_method(recipe.method).uses_statistics
+        _write(inputs, views, keys, plans, ops, settings, needed, hasher, analysed)
     finally:
         if hasher is not None:
             hasher.cancel()
         inputs.close()
-    if show_progress:
-        console.print(f"[green]{len(languages)} merged models written under[/green] {out}")
-    return {code: out / code for code in languages}
+    if settings.show_progress:
+        if SINGLE in keys:
+            console.print(f"[green]merged model written to[/green] {settings.out}")
+        else:
+            console.print(f"[green]{len(keys)} merged models written under[/green] {settings.out}")
+    return plans
+
+
+def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int, hasher, analysed: bool) -> None:
+    with atomic_output(settings.out, settings.force, needed) as tmp, ThreadPoolExecutor(max_workers=1) as side:
+        folders = {code: tmp if code is SINGLE else tmp / code for code in keys}
+        for folder in folders.values():
+            folder.mkdir(exist_ok=True)
+        jobs = [OutputJob(folders[code], ops[code], {"base": "base", "safety": "safety", "language": keys[code]})
+                for code in keys]
+        # Figures are drawn on a side thread while the main work streams tensors.
+        figures = side.submit(lambda: [write_figures(plans[code], folders[code]) for code in keys])
+        with task("merging", needed, settings.show_progress, unit="bytes") as advance:
+            hashes = execute(inputs, jobs, settings.shard_bytes, settings.dtype, on_bytes=advance,
+                             allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
+        figures.result()
+        all_inputs = hasher.result()
+        for (code, view), shard_hashes in zip(views.items(), hashes):
+            subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
+            finish_output(view, plans[code], folders[code], shard_hashes, subset, settings.dtype, settings.command)

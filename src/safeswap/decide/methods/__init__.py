@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+from safeswap.decide.plan_file import MergePlan, read_plan
 from safeswap.errors import SafeswapError
 from safeswap.decide.methods.adaptive import Adaptive
 from safeswap.decide.methods.base import MergeMethod
@@ -23,3 +26,10 @@ def get_method(name: str) -> MergeMethod:
         return METHODS[name]()
     except KeyError:
         raise SafeswapError(f"unknown merge method {name!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def load_plan(path: str | os.PathLike) -> MergePlan:
+    """Read a plan file and check it whole: its format, then its method and that method's parameters."""
+    plan = read_plan(path)
+    get_method(plan.method).validate_parameters(plan.parameters)
+    return plan

@@ -15,7 +15,6 @@ from safeswap.errors import SafeswapError
 from safeswap.decide import parameters as check
 from safeswap.decide.methods.base import MergeMethod
 from safeswap.decide.methods.units import unit_operation
-from safeswap.decide.plan_file import check_alpha
 from safeswap.decide.specialization import GRANULARITIES, unit_scores
 
 
@@ -43,7 +42,7 @@ class Adaptive(MergeMethod):
             raise SafeswapError(f"tau must be a number, got {p['tau']!r}") from None
         if not p["tau"] >= 0:
             raise SafeswapError(f"tau must be >= 0, got {p['tau']}")
-        p["alpha"] = check_alpha(p["alpha"])
+        p["alpha"] = check.check_alpha(p["alpha"])
         return p
 
     def build_units(self, inputs, stats, params):

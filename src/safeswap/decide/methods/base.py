@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 from safeswap.read.architecture import OUTSIDE, TensorRole
 from safeswap.decide.operations import Linear, Take, blend
-from safeswap.decide.plan_file import MergePlan, check_alpha
+from safeswap.decide.parameters import check_alpha
+from safeswap.decide.plan_file import MergePlan
 
 
 class MergeMethod:

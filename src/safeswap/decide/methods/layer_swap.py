@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from safeswap.errors import SafeswapError
-from safeswap.decide.plan_file import check_alpha
 from safeswap.decide import parameters as check
 from safeswap.decide.methods.base import MergeMethod
 from safeswap.decide.methods.units import unit_operation
@@ -80,7 +79,7 @@ class LayerSwap(MergeMethod):
             raise SafeswapError("layer-swap needs --bottom B and --top T (or the shorthand --bottom B/T, e.g. 10/6)")
         for key in ("bottom", "top", "transition_bottom", "transition_top"):
             p[key] = check.whole_number(p[key], key.replace("_", "-"))
-        p["alpha"] = check_alpha(p["alpha"])
+        p["alpha"] = check.check_alpha(p["alpha"])
         return p
 
     def build_units(self, inputs, stats, params):

@@ -1,0 +1,69 @@
+"""Everything a merged folder holds besides its shards: config, generation config, tokenizer, figures, plan, card, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from safeswap.decide.plan_figures import decisions_figure, specialization_figure
+from safeswap.decide.plan_file import MergePlan
+from safeswap.merged_folder import DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
+from safeswap.read.inputs import Inputs
+from safeswap.read.shards import TOKENIZER_FILES, model_file
+from safeswap.write.manifest import write_manifest
+from safeswap.write.model_card import write_model_card
+
+# safetensors dtype names -> the torch names config.json uses
+_CONFIG_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+
+
+def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: str | None) -> None:
+    """config.json and generation_config.json from the receiver, tokenizer files from plan.tokenizer_from.
+
+    Only the files named in read.shards are read, each through the containment rule;
+    `auto_map` (remote code) is dropped from the configs.
+    """
+    config = dict(inputs.receiver.config)
+    config.pop("auto_map", None)  # remote code is never carried over
+    if out_dtype:
+        # transformers 4.56+ reads "dtype" and older versions "torch_dtype": write "dtype" always,
+        # and "torch_dtype" too where the receiver had it, so either reader sees the new dtype.
+        for key in ("dtype", "torch_dtype"):
+            if key in config or key == "dtype":
+                config[key] = _CONFIG_DTYPES[out_dtype]
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    gen = model_file(inputs.receiver.folder, "generation_config.json")
+    if gen is not None:
+        shutil.copyfile(gen, folder / "generation_config.json")
+    source = inputs.models[plan.tokenizer_from].folder
+    for name in TOKENIZER_FILES:
+        path = model_file(source, name)
+        if path is None:
+            continue
+        if name == "tokenizer_config.json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data.pop("auto_map", None)
+            (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        else:
+            shutil.copyfile(path, folder / name)
+
+
+def write_figures(plan: MergePlan, folder: Path) -> None:
+    """specialization.png (when the units carry statistics) and decisions.png, for unit-based plans."""
+    if not plan.units:
+        return
+    if all("d" in u for u in plan.units):
+        specialization_figure(plan.units, plan.parameters.get("tau", 0.0), folder / SPECIALIZATION_FIGURE)
+    decisions_figure(plan.units, plan.num_layers, folder / DECISIONS_FIGURE)
+
+
+def finish_output(inputs: Inputs, plan: MergePlan, folder: Path, shard_hashes: dict[str, str],
+                  input_hashes: dict, out_dtype: str | None, command: str | None) -> None:
+    """Configs, tokenizer, plan, model card and manifest, once the shards are written."""
+    copy_side_files(inputs, plan, folder, out_dtype)
+    plan_path = plan.save(folder / PLAN_FILENAME)
+    write_model_card(plan, folder, command)
+    plan_sha = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    write_manifest(folder, plan_sha, input_hashes, shard_hashes)

@@ -1,0 +1,48 @@
+"""`safeswap verify`: a merged folder against its manifest, and every taken tensor against its source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from safeswap.decide.methods import load_plan
+from safeswap.decide.methods.replay import check_plan_fits
+from safeswap.decide.operations import Take
+from safeswap.decide.plan_file import check_fingerprints
+from safeswap.decide.planning import operations
+from safeswap.errors import SafeswapError
+from safeswap.merged_folder import PLAN_FILENAME
+from safeswap.progress import task
+from safeswap.read.checkpoint import Checkpoint
+from safeswap.read.inputs import fingerprint, open_inputs
+from safeswap.write.manifest import verify_outputs
+
+
+def verify_folder(folder: Path, inputs: bool = False, show_progress: bool = False) -> dict[str, int]:
+    """Re-hash the shards; with inputs, re-read every taken tensor from the model the plan took it from.
+
+    Raises SafeswapError naming the first shard or tensor that differs. Returns the counts checked.
+    """
+    counts = {"shards": verify_outputs(folder), "tensors": 0}
+    if not inputs:
+        return counts
+    plan = load_plan(folder / PLAN_FILENAME)
+    opened = open_inputs({r: m["path"] for r, m in plan.models.items()})
+    try:
+        check_fingerprints(plan, {r: fingerprint(m) for r, m in opened.models.items()})
+        check_plan_fits(plan, opened.receiver.architecture, opened.num_layers, opened.roles)
+        ops = operations(plan, opened)
+        takes = [n for n, op in ops.items() if isinstance(op, Take)]
+        with Checkpoint(folder, "merged") as merged, task("verifying", len(takes), show_progress, unit="tensors") as advance:
+            for name in takes:
+                source = opened.models[ops[name].role]
+                if merged.tensors[name].dtype != source.tensors[name].dtype:
+                    continue  # converted by --dtype: not a byte copy
+                if not torch.equal(merged.read_raw(name), source.read_raw(name)):
+                    raise SafeswapError(f"tensor {name} differs from the {ops[name].role} model it was taken from")
+                counts["tensors"] += 1
+                advance(1)
+    finally:
+        opened.close()
+    return counts
