@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from safeswap.decide.methods import METHODS
 from safeswap.errors import SafeswapError
 
 app = typer.Typer(
@@ -32,7 +33,7 @@ GRANULARITY = typer.Option(None, "--granularity", help="Unit of decision: layer 
 TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau blends the experts. [default: 0.001]")
 ALPHA = typer.Option(None, "--alpha", help="Safety expert's weight in blends: alpha*S + (1-alpha)*L. [default: 0.5]")
 OUTSIDE = typer.Option("blend", "--outside-layers", help="Embeddings, final norm, LM head: blend | language | safety.")
-METHOD = typer.Option("adaptive", "--method", help="Merge method: adaptive | layer-swap | linear | task-arithmetic | ties | dare-linear | dare-ties.")
+METHOD = typer.Option("adaptive", "--method", help="Merge method: " + " | ".join(METHODS) + ".")
 # Method parameters, shared by `plan` and `merge`.
 BOTTOM = typer.Option(None, "--bottom", help="layer-swap: bottom layers taken from the language expert; 'B/T' (e.g. 10/6) also sets --top.")
 TOP = typer.Option(None, "--top", help="layer-swap: top layers taken from the language expert.")

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from safeswap.read.architecture import classify, family_for
+from safeswap.read.architecture import classify, config_levels, family_for
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
 from safeswap.decide.plan_file import MergePlan
@@ -37,8 +37,6 @@ from safeswap.decide.methods import get_method, load_plan
 from safeswap.decide.operations import Linear, Take
 
 EXPERTS = ("safety", "language")
-TASK_VECTOR_METHODS = {"task-arithmetic": "task_arithmetic", "ties": "ties", "dare-linear": "dare_linear",
-                       "dare-ties": "dare_ties"}
 TORCH_DTYPE_NAMES = {"bfloat16", "float16", "float32"}
 
 
@@ -120,9 +118,9 @@ def _task_vector_config(plan: MergePlan) -> dict[str, Any]:
             params["density"] = p["density"]
         models.append({"model": _path(plan, expert), "parameters": params})
     shared: dict[str, Any] = {"normalize": p["normalize"], "lambda": p["lambda"]}
-    if plan.method.startswith("dare"):
+    if get_method(plan.method).random_masks:
         shared["rescale"] = True
-    return {"merge_method": TASK_VECTOR_METHODS[plan.method], "base_model": _path(plan, "base"), "models": models,
+    return {"merge_method": get_method(plan.method).mergekit_name, "base_model": _path(plan, "base"), "models": models,
             "parameters": shared}
 
 
@@ -141,7 +139,9 @@ def default_out_dtype(plan: MergePlan) -> str:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "bfloat16"
-    for cfg in (data, data.get("text_config") or {}):
+    if not isinstance(data, dict):
+        return "bfloat16"
+    for cfg in config_levels(data):
         for key in ("dtype", "torch_dtype"):
             if cfg.get(key) in TORCH_DTYPE_NAMES:
                 return cfg[key]
@@ -153,13 +153,13 @@ def mergekit_config(plan: MergePlan, out_dtype: str | None = None) -> dict[str, 
     out_dtype = out_dtype or default_out_dtype(plan)
     if out_dtype not in TORCH_DTYPE_NAMES:
         raise SafeswapError(f"unsupported output dtype {out_dtype!r}; choose one of {', '.join(sorted(TORCH_DTYPE_NAMES))}")
-    if plan.method == "linear":
+    method = get_method(plan.method)
+    if method.unit_granularity(plan) is not None:  # unit decisions: one linear slice per layer
+        config = _unit_plan_config(plan, family_for(plan.architecture, "plan"))
+    elif method.mergekit_name == "linear":
         config = _linear_config(plan)
-    elif plan.method in TASK_VECTOR_METHODS:
-        config = _task_vector_config(plan)
     else:
-        family = family_for(plan.architecture, "plan")
-        config = _unit_plan_config(plan, family)
+        config = _task_vector_config(plan)
     config["dtype"] = "float32"  # compute in float32 and round once, as safeswap does
     config["out_dtype"] = out_dtype
     return config
@@ -186,7 +186,7 @@ _ConfigDumper.add_representer(list, _represent_list)
 def mergekit_yaml(plan: MergePlan, out_dtype: str | None = None) -> str:
     config = mergekit_config(plan, out_dtype)
     header = [f"# mergekit configuration exported by safeswap from a plan (method: {plan.method})."]
-    if plan.method.startswith("dare"):
+    if get_method(plan.method).random_masks:
         header.append("# NOTE: mergekit draws its own random DARE masks and rescales to the L1 norm, so these weights")
         header.append("# differ from safeswap's seeded merge; the configuration is the closest mergekit equivalent.")
     else:

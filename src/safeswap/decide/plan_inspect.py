@@ -117,16 +117,19 @@ def decision_table(plan: MergePlan, title: str | None = None) -> Table:
     return table
 
 
+def format_value(value) -> str:
+    """A parameter value for people: floats in %g, expert weights as 'safety 0.6, language 0.4'."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {format_value(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def format_parameters(plan: MergePlan) -> str:
-    """key=value pairs on one line; expert weights as 'safety 0.6, language 0.4'."""
-    parts = []
-    for key, value in plan.parameters.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in value.items())
-            parts.append(f"{key}=({value})")
-        else:
-            parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
-    return "; ".join(parts)
+    """key=value pairs on one line; a dict value in parentheses."""
+    return "; ".join(f"{key}=({format_value(v)})" if isinstance(v, dict) else f"{key}={format_value(v)}"
+                     for key, v in plan.parameters.items())
 
 
 @dataclass

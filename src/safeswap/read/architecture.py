@@ -108,17 +108,31 @@ def classify(family: Family, name: str) -> TensorRole:
     return TensorRole(layer, OTHER, path, False)
 
 
+def config_levels(config: dict) -> tuple[dict, dict]:
+    """The config and its nested text_config (multimodal configs keep the decoder's settings there), in lookup order."""
+    nested = config.get("text_config")
+    return config, nested if isinstance(nested, dict) else {}
+
+
+def config_value(config: dict, key: str, accept=lambda value: True):
+    """The first value of `key` in config_levels(config) that accept() takes; None when there is none."""
+    for cfg in config_levels(config):
+        if key in cfg and accept(cfg[key]):
+            return cfg[key]
+    return None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def num_layers(config: dict) -> int:
     """Decoder layer count from a config (text_config for nested configs)."""
-    for cfg in (config, config.get("text_config") or {}):
-        n = cfg.get("num_hidden_layers")
-        if isinstance(n, int):
-            return n
-    raise SafeswapError("config.json has no num_hidden_layers")
+    n = config_value(config, "num_hidden_layers", _is_count)
+    if n is None:
+        raise SafeswapError("config.json has no num_hidden_layers")
+    return n
 
 
 def vocab_size(config: dict) -> int | None:
-    for cfg in (config, config.get("text_config") or {}):
-        if isinstance(cfg.get("vocab_size"), int):
-            return cfg["vocab_size"]
-    return None
+    return config_value(config, "vocab_size", _is_count)

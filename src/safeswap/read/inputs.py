@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safeswap.read.architecture import Family, TensorRole, classify, family_for, num_layers, vocab_size
+from safeswap.read.architecture import Family, TensorRole, classify, config_value, family_for, num_layers, vocab_size
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
 from safeswap.read.fingerprint import fingerprint_folder
@@ -72,13 +72,6 @@ def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None,
     return inputs
 
 
-def _config_value(config: dict, key: str):
-    for cfg in (config, config.get("text_config") or {}):
-        if key in cfg:
-            return cfg[key]
-    return None
-
-
 def preflight(inputs: Inputs) -> None:
     """Same architecture, sizes, tensor names, shapes and dtypes in every model.
 
@@ -98,7 +91,7 @@ def preflight(inputs: Inputs) -> None:
             )
     for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads"):
         for m in models:
-            a, b = _config_value(ref.config, key), _config_value(m.config, key)
+            a, b = config_value(ref.config, key), config_value(m.config, key)
             if a != b:
                 raise SafeswapError(f"{key} differs: {ref.role} has {a}, {m.role} has {b}")
     for m in models:

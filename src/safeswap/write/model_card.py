@@ -13,27 +13,14 @@ from pathlib import Path
 import yaml
 
 from safeswap.files import atomic_write
+from safeswap.decide.methods import get_method
 from safeswap.decide.plan_file import MergePlan
 from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, PLAN_FILENAME
-from safeswap.decide.plan_inspect import summary_line, tensor_sizes
+from safeswap.decide.plan_inspect import format_value, summary_line, tensor_sizes
 
 SAFETY_LANGUAGE = "en"  # the safety expert is the English one by construction
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-METHOD_SUMMARIES = {
-    "adaptive": "safety-aware adaptive layer swapping (Shin & Hwang, EACL 2026): each unit comes from the expert "
-                "that specialised it more (d = p_S - p_L beyond ±tau); the others are blended alpha·S + (1-alpha)·L",
-    "layer-swap": "fixed layer swapping (Bandarkar et al., ICLR 2025): bottom and top layers from the language "
-                  "expert, middle layers from the safety expert, linear transition zones between them",
-    "linear": "weighted average of the experts (model soup): sum_i w_i W_i / sum_i w_i",
-    "task-arithmetic": "task arithmetic: W_base + lambda · sum_i w_i (W_i - W_base)",
-    "ties": "TIES-Merging: trim each task vector to its top-density entries, elect the sign per parameter, "
-            "average the agreeing entries, scale by lambda",
-    "dare-linear": "DARE + task arithmetic: drop task-vector entries with probability 1 - density, rescale by "
-                   "1/density, add them to the base",
-    "dare-ties": "DARE + TIES: drop task-vector entries with probability 1 - density, rescale by 1/density, "
-                 "merge the entries agreeing with the elected sign",
-}
 ROLE_NAMES = {"safety": "safety expert (English)", "language": "language expert", "base": "base model"}
 CELL = {"safety": "S", "language": "L"}
 
@@ -110,9 +97,7 @@ def decisions_markdown(plan: MergePlan) -> str:
 def _parameters_markdown(plan: MergePlan) -> str:
     lines = ["| parameter | value |", "|---|---|"]
     for key, value in plan.parameters.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
-        lines.append(f"| {key} | {value} |")
+        lines.append(f"| {key} | {format_value(value)} |")
     lines.append(f"| outside layers (embeddings, final norm, LM head) | {plan.outside_layers} |")
     lines.append(f"| tokenizer from | {plan.tokenizer_from} |")
     return "\n".join(lines)
@@ -145,7 +130,7 @@ def card_text(plan: MergePlan, folder: Path, command: str | None, languages: lis
         f"by safeswap {plan.safeswap_version}.",
         "\n".join(models),
         f"## Method: `{plan.method}`",
-        _sentence(METHOD_SUMMARIES.get(plan.method, plan.method)),
+        _sentence(get_method(plan.method).summary),
         _parameters_markdown(plan),
         "## Decisions",
         summary_line(plan, tensor_sizes(plan, folder)) + ".",

@@ -1,31 +1,38 @@
-"""Merge methods by name. Adding a method is adding a class and one line here."""
+"""Merge methods by name: a table of name -> "module:Class", imported on first use.
+
+Adding a method is writing its class (with its facts: name, summary, mergekit_name,
+parameters, build_units, operation) and one line here. The table holds strings, so
+the CLI can list the names without importing torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from safeswap.decide.plan_file import MergePlan, read_plan
 from safeswap.errors import SafeswapError
-from safeswap.decide.methods.adaptive import Adaptive
-from safeswap.decide.methods.base import MergeMethod
-from safeswap.decide.methods.dare_linear import DareLinear
-from safeswap.decide.methods.dare_ties import DareTies
-from safeswap.decide.methods.layer_swap import LayerSwap
-from safeswap.decide.methods.linear import LinearMerge
-from safeswap.decide.methods.task_arithmetic import TaskArithmetic
-from safeswap.decide.methods.ties import Ties
 
-METHODS: dict[str, type[MergeMethod]] = {
-    method.name: method
-    for method in (Adaptive, LayerSwap, LinearMerge, TaskArithmetic, Ties, DareLinear, DareTies)
+METHODS: dict[str, str] = {
+    "adaptive": "safeswap.decide.methods.adaptive:Adaptive",
+    "layer-swap": "safeswap.decide.methods.layer_swap:LayerSwap",
+    "linear": "safeswap.decide.methods.linear:LinearMerge",
+    "task-arithmetic": "safeswap.decide.methods.task_arithmetic:TaskArithmetic",
+    "ties": "safeswap.decide.methods.ties:Ties",
+    "dare-linear": "safeswap.decide.methods.dare_linear:DareLinear",
+    "dare-ties": "safeswap.decide.methods.dare_ties:DareTies",
 }
 
 
-def get_method(name: str) -> MergeMethod:
+def get_method(name: str):
+    """An instance of the named method (a safeswap.decide.methods.base.MergeMethod)."""
     try:
-        return METHODS[name]()
+        module, _, cls = METHODS[name].partition(":")
     except KeyError:
         raise SafeswapError(f"unknown merge method {name!r}; choose one of {', '.join(METHODS)}") from None
+    method = getattr(importlib.import_module(module), cls)()
+    assert method.name == name, f"{METHODS[name]} is named {method.name!r}"
+    return method
 
 
 def load_plan(path: str | os.PathLike) -> MergePlan:

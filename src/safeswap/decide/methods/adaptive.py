@@ -28,6 +28,8 @@ def decide(d: float, tau: float) -> str:
 
 class Adaptive(MergeMethod):
     name = "adaptive"
+    summary = ("safety-aware adaptive layer swapping (Shin & Hwang, EACL 2026): each unit comes from the expert "
+               "that specialised it more (d = p_S - p_L beyond ±tau); the others are blended alpha·S + (1-alpha)·L")
     uses_statistics = True
     defaults = {"granularity": "module", "tau": 0.001, "alpha": 0.5}
 

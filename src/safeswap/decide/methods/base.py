@@ -17,7 +17,13 @@ from safeswap.decide.plan_file import MergePlan
 
 
 class MergeMethod:
+    """Every fact about a method lives on its class: the model card, the mergekit export and
+    the CLI read them from here."""
+
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # one sentence for model cards: what the method does, with its source
+    mergekit_name: ClassVar[str] = "linear"  # mergekit 0.1.5's merge_method that reproduces it
+    random_masks: ClassVar[bool] = False  # seeded random drops, which mergekit draws its own way
     uses_statistics: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
 

@@ -22,6 +22,7 @@ from safeswap.decide.methods.task_vectors import TaskVectorMerge
 
 class DareMethod(MergeMethod):
     consensus: ClassVar[bool] = False
+    random_masks = True
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         return check.weighted_parameters(self.name, params, self.defaults)

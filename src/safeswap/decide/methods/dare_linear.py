@@ -12,5 +12,8 @@ from safeswap.decide.methods.dare import DareMethod
 
 class DareLinear(DareMethod):
     name = "dare-linear"
+    summary = ("DARE + task arithmetic: drop task-vector entries with probability 1 - density, rescale by "
+               "1/density, add them to the base")
+    mergekit_name = "dare_linear"
     consensus = False
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "density": 0.5, "lambda": 1.0, "normalize": False, "seed": 0}

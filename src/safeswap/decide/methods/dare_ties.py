@@ -13,5 +13,8 @@ from safeswap.decide.methods.dare import DareMethod
 
 class DareTies(DareMethod):
     name = "dare-ties"
+    summary = ("DARE + TIES: drop task-vector entries with probability 1 - density, rescale by 1/density, "
+               "merge the entries agreeing with the elected sign")
+    mergekit_name = "dare_ties"
     consensus = True
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "density": 0.5, "lambda": 1.0, "normalize": False, "seed": 0}

@@ -66,6 +66,8 @@ def _num_layers(inputs, stats) -> int:
 
 class LayerSwap(MergeMethod):
     name = "layer-swap"
+    summary = ("fixed layer swapping (Bandarkar et al., ICLR 2025): bottom and top layers from the language "
+               "expert, middle layers from the safety expert, linear transition zones between them")
     defaults = {"bottom": None, "top": None, "transition_bottom": 0, "transition_top": 0, "alpha": 0.5}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:

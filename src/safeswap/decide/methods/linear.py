@@ -18,6 +18,7 @@ from safeswap.decide.operations import Linear
 
 class LinearMerge(MergeMethod):
     name = "linear"
+    summary = "weighted average of the experts (model soup): sum_i w_i W_i / sum_i w_i"
     defaults = {"weights": {"safety": 0.5, "language": 0.5}, "normalize": True}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from safeswap.decide.methods.task_vectors import TaskVectorMerge
 
 class TaskArithmetic(MergeMethod):
     name = "task-arithmetic"
+    summary = "task arithmetic: W_base + lambda · sum_i w_i (W_i - W_base)"
+    mergekit_name = "task_arithmetic"
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "lambda": 1.0, "normalize": False}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from safeswap.decide.methods.task_vectors import TaskVectorMerge
 
 class Ties(MergeMethod):
     name = "ties"
+    summary = ("TIES-Merging: trim each task vector to its top-density entries, elect the sign per parameter, "
+               "average the agreeing entries, scale by lambda")
+    mergekit_name = "ties"
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "density": 0.2, "lambda": 1.0, "normalize": True}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
