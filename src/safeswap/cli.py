@@ -1,4 +1,4 @@
-"""`safeswap` command line: a thin wrapper over the Python API (safeswap.api)."""
+"""`safeswap` command line: options, one-line errors and progress over the Python API (safeswap.api)."""
 
 from __future__ import annotations
 

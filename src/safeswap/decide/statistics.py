@@ -6,7 +6,8 @@
                     base_norm, delta_safety, delta_language, r_safety, r_language
   unit_scores.csv   one row per unit: unit, layer, module, score_safety, score_language,
                     p_safety, p_language, d, decision
-  specialization.png
+(api.analyze draws specialization.png and decisions.png beside them.) A plan can be
+made from this folder alone: `safeswap plan --statistics DIR`.
 """
 
 from __future__ import annotations

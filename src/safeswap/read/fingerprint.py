@@ -1,4 +1,4 @@
-"""A cheap, stable identity for a model, used to key cached generations.
+"""A cheap, stable identity for a model (its content fingerprint), as recorded in plans and results and used to key cached generations.
 
 Hashing every byte of a 70B checkpoint takes minutes, so a local folder is
 fingerprinted from: config.json, the files that shape generation (tokenizer,

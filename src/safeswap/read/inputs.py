@@ -1,4 +1,4 @@
-"""Open the three input checkpoints and check, before any work, that they can be merged."""
+"""Open the input checkpoints (base, safety and one or more language experts) and check, before any work, that they can be merged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The merge engine: executes a plan tensor by tensor with bounded memory.
+"""The merge engine: executes one operation per output tensor (never a plan), tensor by tensor, with bounded memory.
 
 Work is cut into chunks of rows. Two worker threads read and compute chunks
 ahead (reads and torch kernels release the GIL) while the main thread appends

@@ -1,7 +1,7 @@
 """Atomic output folders and a streaming sharded safetensors writer.
 
-Every shape and dtype is known from the plan before any data exists, so each
-shard's header is computed up front and tensor bytes are appended in order:
+Every shape and dtype is known before any data exists (the receiver's headers,
+and --dtype where given), so each shard's header is computed up front and tensor bytes are appended in order:
 no shard is ever held in memory. The output is written into a hidden temporary
 folder beside the destination and renamed only once complete, so the
 destination holds either nothing or a whole model.
