@@ -61,6 +61,17 @@ def parse_language_args(values: list[str]) -> dict[str, str]:
     return languages
 
 
+# The method flags that `plan` and `merge` share, by parameter name (Typer reads options from each signature).
+METHOD_FLAGS = ("bottom", "top", "transition_bottom", "transition_top", "weights", "normalize", "lambda_", "density", "seed")
+
+
+def _method_parameters(flags: dict) -> dict:
+    """The method parameters the command line set (unset flags are left to the method's defaults)."""
+    from safeswap.decide.parameters import flag_parameters
+
+    return flag_parameters(**{name: flags[name] for name in METHOD_FLAGS})
+
+
 def _require(**models) -> None:
     missing = [f"--{k}" for k, v in models.items() if v is None]
     if missing:
@@ -120,13 +131,10 @@ def plan(
 
     Edit any decision by hand (safety | language | blend) and replay it with `safeswap merge --plan`.
     """
+    flags = locals()
     import safeswap.api as api
 
-    from safeswap.decide.parameters import flag_parameters
-
-    parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
-                                 transition_top=transition_top, weights=weights, normalize=normalize,
-                                 lambda_=lambda_, density=density, seed=seed)
+    parameters = _method_parameters(flags)
     if statistics is None:
         _require(base=base, safety=safety, language=language)
     result = api.plan(base, safety, language, statistics=statistics, method=method, out=out, granularity=granularity,
@@ -171,6 +179,7 @@ def merge(
 
     Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically.
     """
+    flags = locals()
     if plan_file is None and not dry_run and language and len(language) == 1:
         from safeswap.write.hasher import start_hashing_early
 
@@ -182,11 +191,7 @@ def merge(
     # cyclic-GC scans; freezing them took 0.5 s of CPU off a 1B-parameter merge.
     gc.freeze()
 
-    from safeswap.decide.parameters import flag_parameters
-
-    parameters = flag_parameters(bottom=bottom, top=top, transition_bottom=transition_bottom,
-                                 transition_top=transition_top, weights=weights, normalize=normalize,
-                                 lambda_=lambda_, density=density, seed=seed)
+    parameters = _method_parameters(flags)
     if plan_file is None:
         _require(base=base, safety=safety, language=language)
     command = "safeswap " + shlex.join(sys.argv[1:])
