@@ -444,3 +444,15 @@ def test_every_output_file_has_the_same_mode(merged):
     modes = {p.name: p.stat().st_mode & 0o777 for p in merged.iterdir()}
     assert modes["safeswap-plan.yaml"] == modes["README.md"] == modes["model.safetensors"], modes
     assert len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.parametrize("command, where, expected", [
+    ("analyze", lambda D: D / "base", "statistics folder"),
+    ("analyze", lambda D: D, "statistics folder"),
+    ("plan", lambda D: D / "language" / "config.json", "plan file"),
+])
+def test_analysis_and_plan_outputs_never_touch_an_input(monkeypatch, capsys, models, command, where, expected):
+    base, safety, language = triple_of(models)
+    args = [command, "--base", base, "--safety", safety, "--language", language, "--out", where(models)]
+    err = refused_cleanly(monkeypatch, capsys, args, expected, [models])
+    assert "never touch an input" in err
