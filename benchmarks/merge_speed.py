@@ -13,6 +13,10 @@ and prints both figures and the ratios. Run from the repository root:
   python benchmarks/merge_speed.py --size 8b       # Llama-3.1-8B shapes, ~64 GB of disk
   python benchmarks/merge_speed.py --size 8b --layers 4   # the same shapes, 4 layers: ~12 GB of disk
   python benchmarks/merge_speed.py --methods adaptive,ties,layer-swap --mergekit-methods linear,ties
+  python benchmarks/merge_speed.py --baseline-src ../old-checkout   # this build against another, same run
+
+--baseline-src times the same safeswap methods from another checkout (its src/ put first
+on PYTHONPATH), so a change is measured against the code before it in one run.
 """
 
 from __future__ import annotations
@@ -191,6 +195,7 @@ def main() -> None:
     ap.add_argument("--mergekit-methods", default="linear", help="mergekit methods to time, comma-separated")
     ap.add_argument("--mergekit-bin", type=Path, default=Path(".venv-mergekit/bin/mergekit-yaml"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best wall time is kept")
+    ap.add_argument("--baseline-src", type=Path, help="another safeswap checkout to time the same methods from")
     args = ap.parse_args()
 
     name = args.size + (f"-{args.layers}layers" if args.layers else "")
@@ -198,18 +203,22 @@ def main() -> None:
     work = args.cache / f"out-{name}"
     work.mkdir(parents=True, exist_ok=True)
     results = []
-    contenders = [(f"safeswap {m}", safeswap_cmd(folders, work / "out", m)) for m in args.methods.split(",") if m]
+    methods = [m for m in args.methods.split(",") if m]
+    contenders = [(f"safeswap {m}", safeswap_cmd(folders, work / "out", m), None) for m in methods]
+    if args.baseline_src:
+        env = {**os.environ, "PYTHONPATH": str((args.baseline_src / "src").resolve())}
+        contenders += [(f"baseline {m}", safeswap_cmd(folders, work / "out", m), env) for m in methods]
     if args.mergekit_bin.exists():
-        contenders += [(f"mergekit {m}", mergekit_cmd(args.mergekit_bin, folders, work / "out", m, work))
+        contenders += [(f"mergekit {m}", mergekit_cmd(args.mergekit_bin, folders, work / "out", m, work), None)
                        for m in args.mergekit_methods.split(",") if m]
     else:
         print(f"mergekit not found at {args.mergekit_bin}; timing safeswap alone", file=sys.stderr)
-    for label, cmd in contenders:
+    for label, cmd, env in contenders:
         best = None
         for _ in range(args.repeat):
             shutil.rmtree(work / "out", ignore_errors=True)
             warm(folders)
-            wall, rss = run_measured(cmd)
+            wall, rss = run_measured(cmd, env)
             best = (wall, rss) if best is None or wall < best[0] else best
         results.append((label, *best))
         print(f"{label:<24} wall {best[0]:7.1f} s   peak RSS {best[1]:5.2f} GB", flush=True)
@@ -224,6 +233,10 @@ def main() -> None:
             if f"safeswap {m}" in by_label and f"mergekit {m}" in by_label]
     for method, ours, theirs in same:
         print(f"safeswap {method} against mergekit {method}: time x{ours[0] / theirs[0]:.2f}   memory x{ours[1] / theirs[1]:.2f}")
+    for m in methods:
+        if f"baseline {m}" in by_label:
+            ours, theirs = by_label[f"safeswap {m}"], by_label[f"baseline {m}"]
+            print(f"safeswap {m} against the baseline checkout: time x{ours[0] / theirs[0]:.2f}   memory x{ours[1] / theirs[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,10 @@ class Checkpoint:
             raise SafeswapError(f"{self.role} model: {path} is not a JSON object")
         return config
 
+    def side_file(self, name: str) -> Path | None:
+        """A config, tokenizer or chat-template file of this model (None when absent), through the containment rule."""
+        return model_file(self.folder, name)
+
     @property
     def architecture(self) -> str | None:
         archs = self.config.get("architectures")

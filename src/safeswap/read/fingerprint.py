@@ -94,6 +94,23 @@ def fingerprint_folder(folder: str | Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def fingerprint_adapter(folder: str | Path, base_fingerprint: str) -> str:
+    """sha256 fingerprint of a LoRA adapter on its base: the adapter's config and weights, and the base's fingerprint."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    digest.update(f"base\0{base_fingerprint}\0".encode())
+    for name in ("adapter_config.json", *GENERATION_FILES):
+        path = model_file(folder, name)
+        if path is not None:
+            _update_with_file(digest, name, path.read_bytes())
+    weights = model_file(folder, "adapter_model.safetensors")
+    if weights is None:
+        raise SafeswapError(f"{folder} has no adapter_model.safetensors")
+    digest.update(f"{weights.name}\0{weights.stat().st_size}\0".encode())
+    _hash_safetensors(digest, weights)
+    return "sha256:" + digest.hexdigest()
+
+
 def is_local_model(model: str | Path) -> bool:
     return Path(model).expanduser().exists()
 

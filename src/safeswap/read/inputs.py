@@ -7,17 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safeswap.read.architecture import Family, TensorRole, classify, config_value, family_for, num_layers, vocab_size
+from safeswap.read.adapter import AdapterCheckpoint, check_adapter_base, is_adapter_folder
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.read.fingerprint import fingerprint_folder
-from safeswap.read.shards import SIDE_FILES, model_file
+from safeswap.read.fingerprint import fingerprint_adapter, fingerprint_folder
+from safeswap.read.shards import SIDE_FILES
 from safeswap.read.sources import resolve_model
 
 ROLES = ("base", "safety", "language")
 
 
-def fingerprint(ckpt: Checkpoint) -> str:
+def fingerprint(ckpt: Checkpoint | AdapterCheckpoint) -> str:
     """The model's content fingerprint (safeswap.read.fingerprint), as recorded in plans and results."""
+    if isinstance(ckpt, AdapterCheckpoint):
+        return fingerprint_adapter(ckpt.folder, fingerprint_folder(ckpt.base.folder))
     return fingerprint_folder(ckpt.folder)
 
 
@@ -59,12 +62,24 @@ class Inputs:
 
 def open_inputs(refs: dict[str, str | os.PathLike], revision: str | None = None, receiver: str = "language") -> Inputs:
     """Resolve (local or hub), open and pre-flight check the models named in refs."""
-    models = {}
     for role, ref in refs.items():
         if ref is None:
             raise SafeswapError(f"no {role} model given")
-        folder = resolve_model(ref, role, revision)
-        models[role] = Checkpoint(folder, role)
+    folders = {role: resolve_model(ref, role, revision) for role, ref in refs.items()}
+    if "base" in folders and is_adapter_folder(folders["base"]):
+        raise SafeswapError(f"base model: {folders['base']} is a LoRA adapter; the base must be a full checkpoint")
+    models = {"base": Checkpoint(folders["base"], "base")} if "base" in folders else {}
+    for role, folder in folders.items():
+        if role == "base":
+            continue
+        if is_adapter_folder(folder):
+            if "base" not in models:
+                raise SafeswapError(f"{role} model: {folder} is a LoRA adapter, which needs --base")
+            check_adapter_base(folder, str(refs["base"]), models["base"].folder, role)
+            models[role] = AdapterCheckpoint(folder, models["base"], role)
+        else:
+            models[role] = Checkpoint(folder, role)
+    models = {role: models[role] for role in refs}
     inputs = Inputs(models, None, refs={r: str(v) for r, v in refs.items()}, receiver_key=receiver)  # type: ignore[arg-type]
     preflight(inputs)
     inputs.family = family_for(inputs.receiver.architecture)
@@ -83,7 +98,7 @@ def preflight(inputs: Inputs) -> None:
     for m in models:
         family_for(m.architecture, m.role)
         for name in SIDE_FILES:  # refuse a symlink out of the folder now, not after the merge
-            model_file(m.folder, name)
+            m.side_file(name)
     for m in models:
         if m.architecture != ref.architecture:
             raise SafeswapError(

@@ -11,7 +11,7 @@ from safeswap.decide.plan_figures import decisions_figure, specialization_figure
 from safeswap.decide.plan_file import MergePlan
 from safeswap.merged_folder import DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
 from safeswap.read.inputs import Inputs
-from safeswap.read.shards import TOKENIZER_FILES, model_file
+from safeswap.read.shards import TOKENIZER_FILES
 from safeswap.write.manifest import write_manifest
 from safeswap.write.model_card import write_model_card
 
@@ -34,12 +34,12 @@ def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: st
             if key in config or key == "dtype":
                 config[key] = _CONFIG_DTYPES[out_dtype]
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    gen = model_file(inputs.receiver.folder, "generation_config.json")
+    gen = inputs.receiver.side_file("generation_config.json")
     if gen is not None:
         shutil.copyfile(gen, folder / "generation_config.json")
-    source = inputs.models[plan.tokenizer_from].folder
+    source = inputs.models[plan.tokenizer_from]
     for name in TOKENIZER_FILES:
-        path = model_file(source, name)
+        path = source.side_file(name)
         if path is None:
             continue
         if name == "tokenizer_config.json":

@@ -1,0 +1,219 @@
+"""LoRA adapters as experts: merges equal to merging the PEFT-merged experts, analysis without B A, refusals by name."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import tiny
+from cli_helpers import run_cli
+from safeswap.errors import SafeswapError
+
+TARGETS = {
+    "safety": (["gate_proj", "up_proj", "down_proj"], 8, 16),  # (target modules, r, lora_alpha)
+    "language": (["q_proj", "k_proj", "v_proj", "o_proj"], 4, 8),
+}
+
+
+def make_adapter(base, out, targets, r, alpha, seed, dtype=torch.bfloat16, **extra):
+    """A PEFT LoRA adapter with random A and B (B is zero at init, which would make every delta 0)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
+                                                  **extra))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.05)
+    peft_model.save_pretrained(str(out))
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(base)
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    merged = peft_model.merge_and_unload().to(dtype)
+    merged.save_pretrained(str(out.parent / f"{out.name}-merged"))
+    shutil.copy(base / "tokenizer.json", out.parent / f"{out.name}-merged")
+    return out, out.parent / f"{out.name}-merged"
+
+
+def build(root, dtype):
+    base = tiny.make_model(root / "base", "llama", layers=3, dtype=dtype)
+    experts = {}
+    for seed, (role, (targets, r, alpha)) in enumerate(TARGETS.items(), start=1):
+        experts[role] = make_adapter(base, root / role, targets, r, alpha, seed, dtype=dtype)
+    return base, experts
+
+
+@pytest.fixture(scope="module")
+def bf16(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("bf16"), torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("fp32"), torch.float32)
+
+
+def bf16_ulps(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Largest distance in representable bf16 steps between two bf16 tensors of one sign pattern."""
+    ia, ib = a.view(torch.int16).int(), b.view(torch.int16).int()
+    ia = torch.where(ia < 0, -(ia & 0x7FFF), ia)
+    ib = torch.where(ib < 0, -(ib & 0x7FFF), ib)
+    return int((ia - ib).abs().max())
+
+
+@pytest.mark.parametrize("method, parameters", [("adaptive", {}), ("linear", {}), ("ties", {"density": 0.5}),
+                                                ("layer-swap", {"bottom": 1, "top": 1})])
+def test_adapter_merge_equals_merging_the_peft_merged_experts(bf16, tmp_path, method, parameters):
+    import safeswap
+
+    base, experts = bf16
+    ours = safeswap.merge(base, experts["safety"][0], experts["language"][0], out=tmp_path / "a", method=method,
+                          parameters=parameters)
+    full = safeswap.merge(base, experts["safety"][1], experts["language"][1], out=tmp_path / "f", method=method,
+                          parameters=parameters)
+    a, f = load_file(ours / "model.safetensors"), load_file(full / "model.safetensors")
+    assert a.keys() == f.keys()
+    worst = max(bf16_ulps(a[k], f[k]) for k in a)
+    assert worst <= 1, worst  # PEFT rounds the delta to bf16 before adding it; safeswap rounds the sum once
+    plan_a = (ours / "safeswap-plan.yaml").read_text()
+    plan_f = (full / "safeswap-plan.yaml").read_text()
+    decisions = lambda text: [line.split("decision: ")[1].split(",")[0] for line in text.splitlines() if "decision: " in line]
+    assert decisions(plan_a) == decisions(plan_f)
+
+
+def test_untouched_tensors_are_the_base_bytes(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    out = safeswap.merge(base, experts["safety"][0], experts["language"][0], out=tmp_path / "o",
+                         method="layer-swap", parameters={"bottom": 0, "top": 0})
+    merged, original = load_file(out / "model.safetensors"), load_file(base / "model.safetensors")
+    # layer-swap with no bottom/top takes every layer from the safety adapter: its attention is the base's
+    assert torch.equal(merged["model.layers.1.self_attn.q_proj.weight"], original["model.layers.1.self_attn.q_proj.weight"])
+    assert not torch.equal(merged["model.layers.1.mlp.up_proj.weight"], original["model.layers.1.mlp.up_proj.weight"])
+
+
+def test_adapter_analysis_equals_the_merged_experts_analysis(fp32):
+    import safeswap
+
+    base, experts = fp32
+    ours = safeswap.analyze(base, experts["safety"][0], experts["language"][0])
+    full = safeswap.analyze(base, experts["safety"][1], experts["language"][1])
+    for a, f in zip(ours.tensors, full.tensors):
+        assert a.name == f.name
+        assert a.delta_safety == pytest.approx(f.delta_safety, rel=1e-5, abs=1e-6)
+        assert a.delta_language == pytest.approx(f.delta_language, rel=1e-5, abs=1e-6)
+
+
+def test_analysis_never_builds_b_times_a(fp32, monkeypatch):
+    import safeswap
+    from safeswap.read.adapter import LoraAdapter
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the analysis computed B A")
+
+    monkeypatch.setattr(LoraAdapter, "delta_rows", forbidden)
+    base, experts = fp32
+    stats = safeswap.analyze(base, experts["safety"][0], experts["language"][0])
+    adapted = [t for t in stats.tensors if "mlp" in t.name]
+    assert adapted and all(t.delta_safety > 0 for t in adapted)
+    assert all(t.delta_safety == 0 for t in stats.tensors if "self_attn" in t.name)
+
+
+def test_adapter_and_full_expert_mix(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    out = safeswap.merge(base, experts["safety"][0], experts["language"][1], out=tmp_path / "o")
+    assert safeswap.verify(out, inputs=True)["tensors"] > 0
+
+
+def test_replay_and_verify_of_an_adapter_merge(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    first = safeswap.merge(base, experts["safety"][0], experts["language"][0], out=tmp_path / "a")
+    again = safeswap.merge(plan=first / "safeswap-plan.yaml", out=tmp_path / "b")
+    assert (first / "model.safetensors").read_bytes() == (again / "model.safetensors").read_bytes()
+    assert safeswap.verify(first, inputs=True)["tensors"] > 0
+
+
+def adapter_copy(src, dst, edit_config=None, edit_weights=None):
+    shutil.copytree(src, dst)
+    if edit_config:
+        config = json.loads((dst / "adapter_config.json").read_text())
+        edit_config(config)
+        (dst / "adapter_config.json").write_text(json.dumps(config))
+    if edit_weights:
+        tensors = load_file(dst / "adapter_model.safetensors")
+        edit_weights(tensors)
+        save_file(tensors, dst / "adapter_model.safetensors")
+    return dst
+
+
+def _drop_b(t):
+    t.pop(next(k for k in t if "lora_B" in k))
+
+
+@pytest.mark.parametrize("config_edit, weights_edit, expected", [
+    (lambda c: c.update(use_dora=True), None, "DoRA (use_dora) is not supported"),
+    (lambda c: c.update(modules_to_save=["lm_head"]), None, "modules_to_save"),
+    (lambda c: c.update(rank_pattern={"q_proj": 2}), None, "per-module ranks (rank_pattern)"),
+    (lambda c: c.update(alpha_pattern={"q_proj": 2}), None, "per-module alphas (alpha_pattern)"),
+    (lambda c: c.update(bias="all"), None, "bias='all'"),
+    (lambda c: c.update(peft_type="IA3"), None, "peft_type 'IA3' is not supported"),
+    (None, _drop_b, "lora_B missing"),
+    (None, lambda t: t.__setitem__("base_model.model.model.embed_tokens.lora_embedding_A", torch.zeros(2, 2)),
+     "is not a LoRA factor"),
+])
+def test_unsupported_adapters_are_refused_by_name(monkeypatch, capsys, bf16, tmp_path, config_edit, weights_edit, expected):
+    base, experts = bf16
+    bad = adapter_copy(experts["language"][0], tmp_path / "bad", config_edit, weights_edit)
+    code, err = run_cli(monkeypatch, capsys, "merge", "--base", base, "--safety", experts["safety"][0],
+                        "--language", bad, "--out", tmp_path / "o")
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_adapter_on_another_local_base_is_refused(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    other = tiny.make_model(tmp_path / "other", "llama", layers=3, seed=5)
+    with pytest.raises(SafeswapError, match="whose weights differ from --base"):
+        safeswap.merge(other, experts["safety"][0], experts["language"][0], out=tmp_path / "o")
+
+
+def test_adapter_named_for_another_hub_base_is_refused(bf16, tmp_path):
+    from safeswap.read.adapter import check_adapter_base
+
+    base, experts = bf16
+    bad = adapter_copy(experts["language"][0], tmp_path / "bad",
+                       lambda c: c.update(base_model_name_or_path="org/another-model"))
+    with pytest.raises(SafeswapError, match="trained on org/another-model, but --base is org/base"):
+        check_adapter_base(bad, "org/base", base, "language")
+    check_adapter_base(bad, "org/another-model", base, "language")  # the same id: accepted
+    check_adapter_base(bad, str(base), base, "language")  # a local base cannot be checked against a hub id
+
+
+def test_pickled_adapter_is_refused(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    bad = adapter_copy(experts["language"][0], tmp_path / "bad")
+    (bad / "adapter_model.safetensors").rename(bad / "adapter_model.bin")
+    with pytest.raises(SafeswapError, match="only adapter_model.bin, a pickle"):
+        safeswap.merge(base, experts["safety"][0], bad, out=tmp_path / "o")
+
+
+def test_an_adapter_cannot_be_the_base(bf16, tmp_path):
+    import safeswap
+
+    base, experts = bf16
+    with pytest.raises(SafeswapError, match="the base must be a full checkpoint"):
+        safeswap.merge(experts["safety"][0], experts["safety"][0], experts["language"][0], out=tmp_path / "o")
