@@ -44,6 +44,7 @@ NORMALIZE = typer.Option(None, "--normalize/--no-normalize", help="Divide by the
 LAMBDA = typer.Option(None, "--lambda", help="task-arithmetic, ties, dare-*: scale of the merged task vector. [default: 1]")
 DENSITY = typer.Option(None, "--density", help="ties: fraction of each task vector kept [default: 0.2]; dare-*: keep probability [default: 0.5].")
 SEED = typer.Option(None, "--seed", help="dare-*: seed of the drop masks; the same seed gives the same bytes. [default: 0]")
+SLERP_T = typer.Option(None, "--t", help="slerp: the safety expert's share, from 0 (the language expert) to 1 (the safety expert). [default: 0.5]")
 NONFINITE = typer.Option(False, "--allow-nonfinite", help="Merge even if an input tensor holds NaN or Inf (refused by default).")
 TOKENIZER = typer.Option("language", "--tokenizer-from", help="Tokenizer and chat template from: base | safety | language.")
 
@@ -62,7 +63,7 @@ def parse_language_args(values: list[str]) -> dict[str, str]:
 
 
 # The method flags that `plan` and `merge` share, by parameter name (Typer reads options from each signature).
-METHOD_FLAGS = ("bottom", "top", "transition_bottom", "transition_top", "weights", "normalize", "lambda_", "density", "seed")
+METHOD_FLAGS = ("bottom", "top", "transition_bottom", "transition_top", "weights", "normalize", "lambda_", "density", "seed", "t")
 
 
 def _method_parameters(flags: dict) -> dict:
@@ -122,6 +123,7 @@ def plan(
     lambda_: Optional[float] = LAMBDA,
     density: Optional[float] = DENSITY,
     seed: Optional[int] = SEED,
+    t: Optional[float] = SLERP_T,
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     revision: Optional[str] = REVISION,
@@ -166,6 +168,7 @@ def merge(
     lambda_: Optional[float] = LAMBDA,
     density: Optional[float] = DENSITY,
     seed: Optional[int] = SEED,
+    t: Optional[float] = SLERP_T,
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32. [default: the inputs' dtype]"),

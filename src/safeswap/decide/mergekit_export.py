@@ -11,6 +11,9 @@
   then a condition without filter that mergekit reaches only for the embeddings,
   final norm and LM head (planned with the first and last slice). A taken unit is
   weight 1 for its expert and 0 for the other; a blend is alpha and 1 - alpha.
+- slerp: mergekit's slerp with the language expert as `base_model`, which mergekit
+  interpolates from (its t = 0), and the safety expert as the other model, so the
+  plan's `t` (the safety expert's share) is mergekit's `t` unchanged.
 - dare-linear, dare-ties: exported as mergekit's dare_linear / dare_ties for
   reference only: mergekit draws its own random masks and rescales to the L1 norm,
   so its weights differ from safeswap's seeded ones (the YAML says so).
@@ -132,6 +135,13 @@ def _linear_config(plan: MergePlan) -> dict[str, Any]:
             "parameters": {"normalize": p["normalize"]}}
 
 
+def _slerp_config(plan: MergePlan) -> dict[str, Any]:
+    # mergekit interpolates from base_model (t = 0) to the other model: t = 0 is the language expert.
+    models = [{"model": _path(plan, e)} for e in EXPERTS]
+    return {"merge_method": get_method(plan.method).mergekit_name, "base_model": _path(plan, "language"),
+            "models": models, "parameters": {"t": plan.parameters["t"]}}
+
+
 def default_out_dtype(plan: MergePlan) -> str:
     """The language expert's stored dtype when its folder is at hand, else bfloat16."""
     config = Path(str(plan.models.get("language", {}).get("path", ""))) / "config.json"
@@ -158,6 +168,8 @@ def mergekit_config(plan: MergePlan, out_dtype: str | None = None) -> dict[str, 
         config = _unit_plan_config(plan, family_for(plan.architecture, "plan"))
     elif method.mergekit_name == "linear":
         config = _linear_config(plan)
+    elif method.mergekit_name == "slerp":
+        config = _slerp_config(plan)
     else:
         config = _task_vector_config(plan)
     config["dtype"] = "float32"  # compute in float32 and round once, as safeswap does

@@ -21,6 +21,7 @@ METHODS: dict[str, str] = {
     "ties": "safeswap.decide.methods.ties:Ties",
     "dare-linear": "safeswap.decide.methods.dare_linear:DareLinear",
     "dare-ties": "safeswap.decide.methods.dare_ties:DareTies",
+    "slerp": "safeswap.decide.methods.slerp:SlerpMerge",
 }
 
 
