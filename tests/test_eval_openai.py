@@ -223,7 +223,8 @@ def test_llm_judge_records_the_prompt_hash(server):
 
 
 def test_evaluate_safety_through_openai_backend_and_llm_judge(server, tmp_path):
-    from safeswap.evaluation.safety import evaluate_safety, result_paths
+    from safeswap.evaluation.safety import evaluate_safety
+    from safeswap.evaluation.safety_output import result_paths
 
     data = tmp_path / "prompts.jsonl"
     rows = [

@@ -19,7 +19,8 @@ from safeswap.read.fingerprint import fingerprint_model
 from safeswap.evaluation.judges.refusal import is_refusal
 from safeswap.evaluation.multijail import load_multijail
 from safeswap.evaluation.results import SCHEMA, iter_results
-from safeswap.evaluation.safety import evaluate_safety, result_paths
+from safeswap.evaluation.safety import evaluate_safety
+from safeswap.evaluation.safety_output import result_paths
 
 pytestmark = pytest.mark.skipif(not MULTIJAIL_CSV.is_file(), reason="MultiJail.csv not beside the checkout")
 BENIGN = Path(__file__).parent / "data" / "eval" / "benign.csv"

@@ -51,3 +51,17 @@ def test_decoding_identity_for_each_backend():
     assert decoding_identity(settings, BackendOptions(backend="hf", device="cpu"))["dtype"] == "float32"
     with pytest.raises(SafeswapError, match="unknown backend"):
         decoding_identity(settings, BackendOptions(backend="tgi"))
+
+
+def test_decoding_identities_never_import_vllm():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from safeswap.evaluation.backends import BackendOptions, DecodingSettings, decoding_identity\n"
+        "for name in ('vllm', 'openai'):\n"
+        "    decoding_identity(DecodingSettings(), BackendOptions(backend=name))\n"
+        "print('vllm' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

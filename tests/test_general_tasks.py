@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.general import (
+from safeswap.evaluation.general_tasks import (
     BELEBELE_TASKS,
     LANGUAGES,
     MGSM_LANGUAGES,

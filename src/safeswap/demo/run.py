@@ -1,4 +1,4 @@
-"""`safeswap demo`: the whole pipeline on SmolLM2-135M-Instruct, offline, on CPU.
+"""`safeswap demo`: the whole pipeline (experts, merges, evaluations, summary) on SmolLM2-135M-Instruct, on CPU.
 
 1. base model and the two experts (cached by recipe: see experts.py);
 2. merges of the experts: the adaptive rule, fixed layer swapping, a linear soup;
@@ -15,6 +15,7 @@ language measure beside them, so a rerun only redoes what changed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -28,7 +29,8 @@ from safeswap.demo.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
 from safeswap.demo.summary import write_summary
 from safeswap.errors import SafeswapError
-from safeswap.progress import console
+from safeswap.files import atomic_write
+from safeswap.progress import RichProgress, console
 
 # The merges the demo compares; layer-swap keeps the outer fifth of the layers from the language expert.
 MERGES: dict[str, dict[str, Any]] = {
@@ -41,30 +43,23 @@ MERGES: dict[str, dict[str, Any]] = {
 def _benign_file(language: str, count: int, folder: Path) -> Path:
     """The team-written benign prompts as the evaluation's CSV (one column per language)."""
     english, target = benign_eval_prompts("en")[:count], benign_eval_prompts(language)[:count]
-    path = folder / f"benign-en-{language}-{count}.csv"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "en", language])
-        for i, (e, t) in enumerate(zip(english, target), start=1):
-            writer.writerow([f"benign-{i}", e, t])
-    return path
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["id", "en", language])
+    for i, (e, t) in enumerate(zip(english, target), start=1):
+        writer.writerow([f"benign-{i}", e, t])
+    return atomic_write(folder / f"benign-en-{language}-{count}.csv", text.getvalue())
 
 
 def _answers(runs: Path, result: dict, languages: list[str], ids: dict[str, set[str]]) -> dict[str, list[str]]:
     """The stored answers of this evaluation, per language (harmful and benign together)."""
-    from safeswap.evaluation.cache import GENERATIONS_FILE, cache_folder
+    from safeswap.evaluation.cache import GENERATIONS_FILE, JsonlCache, cache_folder
 
-    path = cache_folder(runs, result["model"]["fingerprint"]) / GENERATIONS_FILE
+    generations = JsonlCache(cache_folder(runs, result["model"]["fingerprint"]) / GENERATIONS_FILE)
     latest: dict[tuple, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-            if record.get("language") in languages and record.get("prompt_id") in ids.get(record.get("dataset"), ()):
-                latest[(record["dataset"], record["language"], record["prompt_id"])] = record["response"]
+    for record in generations.values():
+        if record.get("language") in languages and record.get("prompt_id") in ids.get(record.get("dataset"), ()):
+            latest[(record["dataset"], record["language"], record["prompt_id"])] = record["response"]
     return {lang: [text for (_, l_, _), text in sorted(latest.items()) if l_ == lang] for lang in languages}
 
 
@@ -75,9 +70,7 @@ def _language_measure(runs: Path, model: Path, fingerprint: str, language: str, 
     key = f"{fingerprint}|{language}|{recipe.language_sentences}"
     if key not in known:
         known[key] = measure_language(model, language, cache, limit=recipe.language_sentences)
-        tmp = store.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        os.replace(tmp, store)
+        atomic_write(store, json.dumps(known, indent=1))
     return known[key]
 
 
@@ -114,7 +107,6 @@ def run_demo(
 ) -> Path:
     """Run the demo end to end; returns the path of the summary report (OUT/README.md)."""
     from safeswap.api import merge
-    from safeswap.evaluation.cli import RichProgress
     from safeswap.evaluation.multijail import load_multijail, select_subset
     from safeswap.evaluation.safety import evaluate_safety
     from safeswap.report import build_report

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from safeswap.files import atomic_write
+
 GOAL_BENIGN_POINTS = 10  # the merge's benign refusal rate should stay within this of the language expert's
 
 
@@ -106,8 +108,8 @@ def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, 
                   f"![decisions]({rel}/decisions.png)"]
     parts.append(f"Full report with figures: [report/report.html](report/report.html). Wall time: {seconds / 60:.1f} min.")
     path = out / "README.md"
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    atomic_write(path, "\n\n".join(parts) + "\n")
     data = {"language": language, "recipe": recipe.name, "seconds": seconds,
             "models": rows}
-    (out / "summary.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    atomic_write(out / "summary.json", json.dumps(data, indent=1, default=str))
     return path

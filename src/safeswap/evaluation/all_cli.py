@@ -8,10 +8,7 @@ from typing import Optional
 import typer
 
 from safeswap.errors import SafeswapError
-
-
-def _split(values: str) -> list[str]:
-    return [v.strip() for v in values.split(",") if v.strip()]
+from safeswap.evaluation.comma_lists import split_commas
 
 
 def all_command(
@@ -40,7 +37,7 @@ def all_command(
     from safeswap.evaluation.multijail import LANGUAGES
     from safeswap.evaluation.safety import evaluate_safety
 
-    wanted = _split(languages)
+    wanted = split_commas(languages)
     if not wanted:
         raise SafeswapError("--languages is empty")
     safety_languages = [lang for lang in wanted if lang in LANGUAGES]
@@ -58,5 +55,5 @@ def all_command(
     config = GeneralConfig(backend=backend, num_fewshot=num_fewshot, model_args=model_args,
                            tasks_dir=str(tasks_dir) if tasks_dir else None, builtin_tasks=builtin_tasks,
                            limit=general_limit, max_gen_toks=max_new_tokens if max_new_tokens < 256 else None)
-    paths = evaluate_general(model, wanted, out, benchmarks=_split(benchmarks), label=label, config=config)
+    paths = evaluate_general(model, wanted, out, benchmarks=split_commas(benchmarks), label=label, config=config)
     typer.echo(f"general: {len(paths)} result files written under {out}")

@@ -1,4 +1,8 @@
-"""`safeswap eval safety`: a thin command over safeswap.evaluation.safety.evaluate_safety."""
+"""The `safeswap eval` command group and its `safety` command: evaluate_safety, its result printed as tables.
+
+`eval general` and `eval all` live beside their code (general_cli.py, all_cli.py)
+and are added to this group by safeswap.cli.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,11 @@ eval_app = typer.Typer(
 )
 
 
-
 @eval_app.callback()
 def _eval_group() -> None:
     """Evaluate a model: safety on MultiJail, general ability."""
-    # A callback keeps `eval` a command group even while it holds one command.
+    # Typer runs an app of one command as that command; this module defines one (safeswap.cli adds
+    # general and all), so the callback keeps `eval_app` a group where `safety` is a subcommand.
 
 
 HEADLINE = {"unsafe_rate": "Unsafe", "refusal_rate": "Refusal"}
@@ -70,12 +74,6 @@ def table_rows(result: dict[str, Any]) -> dict[str, tuple[list[str], list[list[s
     return tables
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _print_tables(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -96,38 +94,6 @@ def _print_tables(result: dict[str, Any]) -> None:
     note = (result.get("extra") or {}).get("note")
     if note:
         console.print(f"[yellow]Note:[/yellow] {note}")
-
-
-class RichProgress:
-    """Turns evaluate_safety's (stage, done, total) callbacks into Rich bars."""
-
-    LABELS = {"generate": "Generating", "judge": "Judging"}
-
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True),
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.tasks:
-            self.progress.start()  # only once there is work: a fully cached run shows no bars
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total)
-        self.progress.update(self.tasks[stage], completed=done, total=total)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.tasks:
-            self.progress.stop()
 
 
 @eval_app.command("safety")
@@ -170,7 +136,9 @@ def safety_command(
     generations and judge labels are cached under <out>/cache/, so a rerun
     resumes and a new judge reuses the stored answers.
     """
-    from safeswap.evaluation.safety import evaluate_safety, result_paths
+    from safeswap.evaluation.safety import evaluate_safety
+    from safeswap.evaluation.safety_output import result_paths
+    from safeswap.progress import RichProgress
 
     try:
         with RichProgress() as progress:

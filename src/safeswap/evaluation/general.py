@@ -1,195 +1,49 @@
-"""General ability in each language (Belebele, MMMLU, MGSM) through lm-evaluation-harness.
+"""General ability in each language (Belebele, MMMLU, MGSM): run lm-evaluation-harness, write result files.
 
-The benchmarks themselves are lm-eval's (0.4.13 task names); this module only
-decides which task measures which language, runs them with
-`lm_eval.simple_evaluate`, and writes one result file per benchmark in the
-shared schema (`safeswap.evaluation.results`), with lm-eval's own output
-beside it. A benchmark that has no task for a language is written as "n/a",
-never left out, so the report shows the gap.
+The benchmarks themselves are lm-eval's; general_tasks.py decides which task
+measures which language and lm_eval_scores.py reads the scores back. This
+module runs the tasks with `lm_eval.simple_evaluate` and writes one result
+file per benchmark in the shared schema (`safeswap.evaluation.results`), with
+lm-eval's own output beside it. A benchmark that has no task for a language is
+written as "n/a", never left out, so the report shows the gap.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from safeswap.version import __version__
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.general_tasks import BENCHMARKS, task_plan
+from safeswap.evaluation.lm_eval_scores import HEADLINE, language_scores, samples_sha256
+from safeswap.evaluation.results import NOT_AVAILABLE, ResultPayload, write_result
+from safeswap.files import atomic_write
 from safeswap.read.fingerprint import fingerprint_model, model_label
-from safeswap.evaluation.results import NOT_AVAILABLE, write_result
-
-BENCHMARKS = ("belebele", "mmmlu", "mgsm")
-
-# MultiJail's ten languages, then Telugu (a low-resource target with MGSM and Belebele).
-LANGUAGES = ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv", "te")
-
-# Belebele is keyed by FLORES-200 code and covers every language above.
-BELEBELE_TASKS = {
-    lang: f"belebele_{flores}"
-    for lang, flores in {
-        "en": "eng_Latn", "zh": "zho_Hans", "it": "ita_Latn", "vi": "vie_Latn", "ar": "arb_Arab",
-        "ko": "kor_Hang", "th": "tha_Thai", "bn": "ben_Beng", "sw": "swh_Latn", "jv": "jav_Latn",
-        "te": "tel_Telu",
-    }.items()
-}
-
-# OpenAI's MMMLU is a human translation of MMLU into 14 locales; English is MMLU itself.
-# No locale for Vietnamese, Thai, Javanese or Telugu.
-MMMLU_TASKS = {
-    "en": "mmlu",
-    "zh": "mmmlu_zh_cn", "it": "mmmlu_it_it", "ar": "mmmlu_ar_xy",
-    "ko": "mmmlu_ko_kr", "bn": "mmmlu_bn_bd", "sw": "mmmlu_sw_ke",
-}
-
-# Global-MMLU (machine-translated with post-edits) fills two of MMMLU's gaps when asked;
-# it has no Thai or Javanese either.
-MMMLU_STAND_INS = {"vi": "global_mmlu_full_vi", "te": "global_mmlu_full_te"}
-
-# MGSM's languages among ours. Korean, Italian, Vietnamese, Arabic and Javanese have none.
-# Tasks are named one by one: the tag `mgsm_cot_native` would also pull English-CoT variants.
-MGSM_LANGUAGES = ("en", "zh", "th", "bn", "sw", "te")
-MGSM_VARIANTS = {"native-cot": "mgsm_native_cot_{}", "direct": "mgsm_direct_{}"}
-
-# The headline metric of each benchmark and the lm-eval filter it is read from.
-HEADLINE = {
-    "belebele": ("acc", "none"),
-    "mmmlu": ("acc", "none"),
-    "mgsm": ("exact_match", "flexible-extract"),
-}
-
-
-@dataclass(frozen=True)
-class TaskChoice:
-    """The lm-eval task that measures one benchmark in one language."""
-
-    task: str
-    stand_in: bool = False
-
-
-def task_for(benchmark: str, language: str, mgsm_variant: str = "native-cot", stand_ins: bool = False) -> TaskChoice | None:
-    """The task for a (benchmark, language) pair, or None where the benchmark has no such language."""
-    if benchmark == "belebele":
-        name = BELEBELE_TASKS.get(language)
-        return TaskChoice(name) if name else None
-    if benchmark == "mmmlu":
-        if language in MMMLU_TASKS:
-            return TaskChoice(MMMLU_TASKS[language])
-        if stand_ins and language in MMMLU_STAND_INS:
-            return TaskChoice(MMMLU_STAND_INS[language], stand_in=True)
-        return None
-    if benchmark == "mgsm":
-        if mgsm_variant not in MGSM_VARIANTS:
-            raise SafeswapError(f"unknown MGSM variant {mgsm_variant!r}; choose one of {', '.join(MGSM_VARIANTS)}")
-        return TaskChoice(MGSM_VARIANTS[mgsm_variant].format(language)) if language in MGSM_LANGUAGES else None
-    raise SafeswapError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-
-
-def task_plan(
-    languages: Iterable[str],
-    benchmarks: Iterable[str] = BENCHMARKS,
-    mgsm_variant: str = "native-cot",
-    stand_ins: bool = False,
-) -> dict[str, dict[str, TaskChoice | None]]:
-    """{benchmark: {language: TaskChoice or None}} for the requested languages, in the given order."""
-    languages = list(languages)
-    unknown = [lang for lang in languages if lang not in LANGUAGES]
-    if unknown:
-        raise SafeswapError(f"unsupported language(s) {', '.join(unknown)}; supported: {', '.join(LANGUAGES)}")
-    if not languages:
-        raise SafeswapError("no languages given")
-    return {b: {lang: task_for(b, lang, mgsm_variant, stand_ins) for lang in languages} for b in benchmarks}
-
-
-def _metric(entry: dict[str, Any], name: str, filt: str) -> float | None:
-    value = entry.get(f"{name},{filt}")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _stderr(entry: dict[str, Any], name: str, filt: str) -> float | None:
-    # lm-eval writes "N/A" for a stderr it could not compute (e.g. one sample).
-    return _metric(entry, f"{name}_stderr", filt)
-
-
-def language_scores(benchmark: str, choice: TaskChoice, lm_results: dict[str, Any]) -> dict[str, Any]:
-    """One language's entry in the result file, read from lm-eval's `results` for its task."""
-    entry = lm_results["results"].get(choice.task) or lm_results.get("groups", {}).get(choice.task)
-    if entry is None:
-        raise SafeswapError(f"lm-eval returned no score for task {choice.task}")
-    metric, filt = HEADLINE[benchmark]
-    value = _metric(entry, metric, filt)
-    if value is None:
-        raise SafeswapError(f"lm-eval task {choice.task} reported no {metric} under filter {filt!r}")
-    scores: dict[str, Any] = {"task": choice.task, metric: value, f"{metric}_stderr": _stderr(entry, metric, filt)}
-    if metric == "acc":
-        scores["acc_norm"] = _metric(entry, "acc_norm", "none")
-        scores["acc_norm_stderr"] = _stderr(entry, "acc_norm", "none")
-    else:
-        scores["filter"] = filt
-        strict = _metric(entry, "exact_match", "strict-match")
-        if strict is not None:
-            scores["exact_match_strict"] = strict
-    scores["n"] = int(entry.get("sample_len") or _leaf_count(choice.task, lm_results))
-    scores["stand_in"] = choice.stand_in
-    return scores
-
-
-def _leaf_count(task: str, lm_results: dict[str, Any]) -> int:
-    """Documents scored for a task or, for a group, summed over its subtasks."""
-    counts = lm_results.get("n-samples", {})
-    if task in counts:
-        return int(counts[task]["effective"])
-    return sum(_leaf_count(sub, lm_results) for sub in lm_results.get("group_subtasks", {}).get(task, []))
-
-
-def _samples_sha256(samples: dict[str, list[dict[str, Any]]]) -> str:
-    """Identity of the evaluated documents: lm-eval's per-document hashes, in task and doc order."""
-    digest = hashlib.sha256()
-    for task in sorted(samples):
-        for sample in sorted(samples[task], key=lambda s: s["doc_id"]):
-            digest.update(f"{task}:{sample['doc_id']}:{sample.get('doc_hash', '')}\n".encode())
-    return digest.hexdigest()
-
-
-def _write_atomically(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from safeswap.version import __version__
 
 
 def _save_lm_eval_output(folder: Path, stem: str, lm_results: dict[str, Any], samples: dict | None) -> dict[str, str]:
     """lm-eval's aggregated output (and, if kept, its per-sample log) beside the result file."""
     from lm_eval.utils import handle_non_serializable
 
-    folder.mkdir(parents=True, exist_ok=True)
     files = {"results": f"lm_eval/{stem}.results.json"}
-    _write_atomically(
-        folder / f"{stem}.results.json",
-        lambda f: json.dump(lm_results, f, indent=2, ensure_ascii=False, default=handle_non_serializable),
-    )
+    text = json.dumps(lm_results, indent=2, ensure_ascii=False, default=handle_non_serializable)
+    atomic_write(folder / f"{stem}.results.json", text)
     if samples is not None:
         files["samples"] = f"lm_eval/{stem}.samples.jsonl.gz"
-
-        def write_samples(raw):
-            # mtime=0 keeps the gzip bytes identical across identical runs.
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                for task in sorted(samples):
-                    for sample in samples[task]:
-                        line = json.dumps({"task": task, **sample}, ensure_ascii=False, default=handle_non_serializable)
-                        gz.write((line + "\n").encode("utf-8"))
-
-        _write_atomically(folder / f"{stem}.samples.jsonl.gz", write_samples, binary=True)
+        raw = io.BytesIO()
+        # mtime=0 keeps the gzip bytes identical across identical runs.
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            for task in sorted(samples):
+                for sample in samples[task]:
+                    line = json.dumps({"task": task, **sample}, ensure_ascii=False, default=handle_non_serializable)
+                    gz.write((line + "\n").encode("utf-8"))
+        atomic_write(folder / f"{stem}.samples.jsonl.gz", raw.getvalue())
     return files
 
 
@@ -356,7 +210,7 @@ def evaluate_general(
             files = _save_lm_eval_output(
                 folder / "lm_eval", f"{label}__{benchmark}", lm_results, samples if config.log_samples else None
             )
-        payload = {
+        payload: ResultPayload = {
             "kind": "general",
             "benchmark": benchmark,
             "model": model_info,
@@ -364,7 +218,7 @@ def evaluate_general(
             "decoding": _decoding(benchmark, config),
             "data": {
                 "source": "lm-eval tasks" + (f" from {config.tasks_dir}" if config.tasks_dir else ""),
-                "sha256": _samples_sha256(samples) if samples else None,
+                "sha256": samples_sha256(samples) if samples else None,
                 "limit": config.limit,
             },
             "metric": HEADLINE[benchmark][0],

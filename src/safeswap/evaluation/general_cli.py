@@ -1,4 +1,4 @@
-"""`safeswap eval general`: a thin command over `safeswap.evaluation.general.evaluate_general`."""
+"""`safeswap eval general`: `safeswap.evaluation.general.evaluate_general` as a command, its scores printed as a table."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from typing import Optional
 import typer
 
 from safeswap.errors import SafeswapError
-
-
-def _split(values: str) -> list[str]:
-    return [v.strip() for v in values.split(",") if v.strip()]
+from safeswap.evaluation.comma_lists import split_commas
 
 
 def _parse_model_args(text: str | None) -> dict:
     if not text:
         return {}
-    pairs = _split(text)
+    pairs = split_commas(text)
     bad = [p for p in pairs if "=" not in p]
     if bad:
         raise SafeswapError(f"--model-args wants key=value pairs separated by commas, got {', '.join(bad)}")
@@ -29,7 +26,7 @@ def _parse_model_args(text: str | None) -> dict:
 def general_command(
     model: str = typer.Option(..., "--model", "-m", help="Model folder or Hugging Face id."),
     languages: str = typer.Option("ko,sw,te,bn", "--languages", "-l", help="Comma-separated ISO 639-1 codes."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for result files (one subfolder per model)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for the result files (<label>__<benchmark>.result.json, flat) and lm-eval's output (lm_eval/)."),
     benchmarks: str = typer.Option("belebele,mmmlu,mgsm", "--benchmarks", help="Comma-separated subset of belebele, mmmlu, mgsm."),
     label: Optional[str] = typer.Option(None, "--label", help="Short model name in reports (default: folder name)."),
     backend: str = typer.Option("hf", "--backend", help="lm-eval model backend: hf or vllm."),
@@ -61,11 +58,10 @@ def general_command(
     seed: int = typer.Option(1234, "--seed", help="Seed for lm-eval's samplers and torch."),
 ) -> None:
     """Measure general ability (Belebele, MMMLU, MGSM) per language through lm-eval."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from safeswap.evaluation.general import GeneralConfig, evaluate_general
+    from safeswap.progress import RichProgress, console
 
     if limit is not None and limit <= 0:
         raise SafeswapError("--limit must be positive")
@@ -86,24 +82,16 @@ def general_command(
         log_samples=log_samples,
         seed=seed,
     )
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console,
-    ) as progress:
-        bars: list = []  # the bar appears once the inputs have been checked and the model loaded
-
+    with RichProgress() as progress:  # the bar appears once the inputs are checked and the model loaded
         def on_benchmark(name: str, index: int, total: int) -> None:
-            if not bars:
-                bars.append(progress.add_task("general ability", total=total))
-            progress.update(bars[0], description=f"general ability: {name}", completed=index)
+            progress("general", index, total, description=f"general ability: {name}")
 
         paths = evaluate_general(
-            model, _split(languages), out, benchmarks=_split(benchmarks), label=label, config=config,
+            model, split_commas(languages), out, benchmarks=split_commas(benchmarks), label=label, config=config,
             on_benchmark=on_benchmark,
         )
-        if bars:
-            progress.update(bars[0], completed=len(paths), description="general ability: done")
+        if progress.tasks:
+            progress("general", len(paths), len(paths), description="general ability: done")
     _print_summary(console, paths, Table)
 
 

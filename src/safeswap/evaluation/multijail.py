@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
+from safeswap.files import sha256_file
 
 logger = logging.getLogger(__name__)
 HUB_DATASET = "DAMO-NLP-SG/MultiJail"
@@ -36,19 +38,7 @@ BUNDLED_SHA256 = "2798ed6fe470b80b1f486976e0fb3baa3ce008e62b6ca0abbf2e1ed5b1dfb3
 # Seconds to wait for the hub before using the shipped copy (datasets itself retries for ~25 s).
 HUB_PROBE_TIMEOUT = 3.0
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-LANGUAGES = ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv")
-LANGUAGE_NAMES = {
-    "en": "English",
-    "zh": "Chinese",
-    "it": "Italian",
-    "vi": "Vietnamese",
-    "ar": "Arabic",
-    "ko": "Korean",
-    "th": "Thai",
-    "bn": "Bengali",
-    "sw": "Swahili",
-    "jv": "Javanese",
-}
+LANGUAGES = MULTIJAIL_LANGUAGES  # MultiJail's language columns, in its order
 SCENARIOS = ("unintentional", "intentional")
 TEMPLATE_SLOT = "{prompt}"
 
@@ -106,14 +96,6 @@ def parse_tags(value: Any, where: str = "") -> tuple[str, ...]:
     if not isinstance(parsed, (list, tuple)):
         raise SafeswapError(f"cannot read the tags {text[:60]!r}{where}: expected a list")
     return tuple(str(tag).strip() for tag in parsed if str(tag).strip())
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -177,7 +159,7 @@ def load_multijail(data: str | Path | None = None, revision: str | None = None) 
     if data is not None:
         path = Path(data).expanduser()
         prompts, languages = _prompts_from_rows(_read_rows(path), str(path))
-        return PromptSet(prompts, source=str(path), sha256=_sha256_file(path), languages=languages)
+        return PromptSet(prompts, source=str(path), sha256=sha256_file(path), languages=languages)
     try:
         return _load_from_hub(revision)
     except SafeswapError as exc:
@@ -192,7 +174,7 @@ def load_bundled() -> PromptSet:
     path = BUNDLED_PATH
     if not path.is_file():
         raise SafeswapError(f"the MultiJail copy shipped with safeswap is missing ({path}); reinstall safeswap or pass --data PATH")
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     if digest != BUNDLED_SHA256:
         raise SafeswapError(
             f"the MultiJail copy shipped with safeswap ({path}) has sha256 {digest}, not the pinned "
@@ -340,4 +322,4 @@ def load_benign(path: str | Path) -> PromptSet:
         prompts.append(Prompt(id=prompt_id, texts=texts))
     if len({p.id for p in prompts}) != len(prompts):
         raise SafeswapError(f"{path}: prompt ids are not unique")
-    return PromptSet(prompts, source=str(path), sha256=_sha256_file(path), languages=languages)
+    return PromptSet(prompts, source=str(path), sha256=sha256_file(path), languages=languages)

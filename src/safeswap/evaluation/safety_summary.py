@@ -1,4 +1,4 @@
-"""Counting judge labels into the rates of a safety result (each with its Wilson interval)."""
+"""Counting a safety run's judge labels into the rates of its result (each with its Wilson interval)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from safeswap.evaluation.judges.base import INVALID, REFUSAL, SAFE, UNPARSED, UNSAFE, Verdict
+from safeswap.evaluation.judges.refusal import is_refusal
 from safeswap.evaluation.multijail import PromptSet
 from safeswap.evaluation.results import NOT_AVAILABLE, rate
+from safeswap.evaluation.safety_judge import Judged
+from safeswap.evaluation.safety_prompts import Request, SafetyPrompts
 
 # The labels counted for each headline metric; each becomes "<label>_rate".
 LABELS_BY_METRIC = {
@@ -91,7 +94,7 @@ def summarise_verdicts(
 
 
 def summarise_benign(
-    benign_set: PromptSet, requests: Sequence[Any], refused: Mapping[str, bool], languages: Sequence[str]
+    benign_set: PromptSet, requests: Sequence[Request], refused: Mapping[str, bool], languages: Sequence[str]
 ) -> dict[str, Any]:
     """Over-refusal on harmless prompts: the share of them the model refuses (refusal phrases)."""
     by_language: dict[str, list[bool]] = defaultdict(list)
@@ -109,3 +112,32 @@ def summarise_benign(
         "languages": {code: entry(by_language[code]) if by_language.get(code) else NOT_AVAILABLE for code in languages},
         "overall": entry(pooled) if pooled else NOT_AVAILABLE,
     }
+
+
+def summarise(
+    prompts: SafetyPrompts,
+    harmful: Sequence[Request],
+    benign: Sequence[Request],
+    generations: Mapping[str, Mapping[str, Any]],
+    judged: Judged,
+) -> Summary:
+    """The result's rates per language, overall and per category, with the run's facts in `extra`.
+
+    `generations` maps a request key to its stored answer (a JsonlCache or a dict).
+    """
+    summary = summarise_verdicts(
+        [(r.language, r.prompt.tags, judged.verdicts[r.key], generations.get(r.key)) for r in harmful],
+        prompts.languages,
+        judged.metric,
+    )
+    extra = summary.extra
+    extra["scenario"] = {"name": prompts.scenario.name, "template_sha256": prompts.scenario.template_sha256}
+    extra["subset"] = {"limit": prompts.limit, "seed": prompts.seed, "n_prompts": len(prompts.selected),
+                       "prompt_ids": [p.id for p in prompts.selected]}
+    extra["warnings"] = judged.warnings
+    if judged.metric == "refusal_rate":
+        extra["note"] = "refusal_rate counts answers with refusal phrases; it is not a harm judgment"
+    if prompts.benign is not None:
+        refused = {r.key: is_refusal(generations.get(r.key)["response"], r.language) for r in benign}
+        extra["benign"] = summarise_benign(prompts.benign, benign, refused, prompts.languages)
+    return summary

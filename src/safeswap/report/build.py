@@ -58,8 +58,8 @@ def _merge_sections(data: ReportData, root: Path) -> tuple[list[MergeSection], d
         shutil.copyfile(merge.plan_path, folder / merge.plan_path.name)
         links[model.label] = {"plan": f"models/{name}/{merge.plan_path.name}"}
         if merge.card_path is not None:
-            shutil.copyfile(merge.card_path, folder / "README.md")
-            links[model.label]["card"] = f"models/{name}/README.md"
+            shutil.copyfile(merge.card_path, folder / merge.card_path.name)
+            links[model.label]["card"] = f"models/{name}/{merge.card_path.name}"
         figures = []
         captions = {
             "specialization": f"{model.label}: how strongly each expert specialised each unit, with the ±τ band (from the merge).",

@@ -7,11 +7,7 @@ from typing import Optional
 
 import typer
 
-
-def _split(values: str | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v.strip() for v in values.split(",") if v.strip()] or None
+from safeswap.evaluation.comma_lists import split_commas
 
 
 def report_command(
@@ -29,6 +25,7 @@ def report_command(
 
     console = Console(stderr=True)
     with console.status("writing report"):
-        path = build_report(runs_dir, out, models=_split(models), languages=_split(languages), judge=judge, title=title)
+        path = build_report(runs_dir, out, models=split_commas(models) or None,
+                            languages=split_commas(languages) or None, judge=judge, title=title)
     console.print(f"wrote {path / 'report.md'}")
     console.print(f"wrote {path / 'report.html'}")

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.results import RESULT_SUFFIX, iter_results
+from safeswap.evaluation.languages import ALL_LANGUAGES
+from safeswap.evaluation.results import RESULT_SUFFIX, ResultPayload, iter_results
 from safeswap.report.merges import MergeInfo, find_merge, model_folder
 
-LANGUAGE_ORDER = ("en", "zh", "it", "vi", "ar", "ko", "th", "bn", "sw", "jv", "te")
-LANGUAGE_NAMES = {
-    "en": "English", "zh": "Chinese", "it": "Italian", "vi": "Vietnamese", "ar": "Arabic", "ko": "Korean",
-    "th": "Thai", "bn": "Bengali", "sw": "Swahili", "jv": "Javanese", "te": "Telugu",
-}
 GENERAL_BENCHMARKS = ("mmmlu", "belebele", "mgsm")
 BENCHMARK_NAMES = {"mmmlu": "MMMLU", "belebele": "Belebele", "mgsm": "MGSM", "multijail": "MultiJail"}
 ROLE_NAMES = {"base": "base", "safety": "safety expert", "language": "language expert"}
@@ -23,8 +18,10 @@ ROLE_NAMES = {"base": "base", "safety": "safety expert", "language": "language e
 
 @dataclass
 class Result:
+    """One result file and its content."""
+
     path: Path
-    data: dict[str, Any]
+    data: ResultPayload
 
     @property
     def judge(self) -> str | None:
@@ -76,7 +73,7 @@ def _load_all(runs_dir: Path) -> list[Result]:
 
 
 def _language_key(lang: str) -> tuple[int, str]:
-    return (LANGUAGE_ORDER.index(lang) if lang in LANGUAGE_ORDER else len(LANGUAGE_ORDER), lang)
+    return (ALL_LANGUAGES.index(lang) if lang in ALL_LANGUAGES else len(ALL_LANGUAGES), lang)
 
 
 def _choose_safety(models: list[ModelResults], judge: str | None) -> tuple[str | None, str | None]:

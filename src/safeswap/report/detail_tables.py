@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from safeswap.evaluation.languages import language_name
 from safeswap.evaluation.results import NOT_AVAILABLE
-from safeswap.report.collect import BENCHMARK_NAMES, LANGUAGE_NAMES, ReportData
+from safeswap.report.collect import BENCHMARK_NAMES, ReportData
 from safeswap.report.tables import (
     MISSING,
     STAND_IN_MARK,
@@ -18,7 +19,7 @@ from safeswap.report.tables import (
 
 
 def _language_columns(data: ReportData, lower_is_better: bool = False) -> list[Column]:
-    return [Column(f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})", lower_is_better=lower_is_better) for lang in data.languages]
+    return [Column(f"{language_name(lang)} ({lang})", lower_is_better=lower_is_better) for lang in data.languages]
 
 
 def general_detail_table(data: ReportData, benchmark: str) -> Table:

@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from safeswap.report.collect import LANGUAGE_NAMES, ModelResults, ReportData  # noqa: E402
+from safeswap.evaluation.languages import language_name  # noqa: E402
+from safeswap.report.collect import ModelResults, ReportData  # noqa: E402
 from safeswap.report.tables import rate_value  # noqa: E402
 
 ROLE_COLOURS = {"base": "#999999", "safety expert": "#0072B2", "language expert": "#E69F00"}
@@ -77,7 +78,7 @@ def safety_bars(data: ReportData, path: Path) -> Path | None:
                 high.append(100 * (rate.get("high", value) - value))
             ax.bar(xs, ys, width * 0.92, color=colours[model.label], label=model.label)
             ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor="black", elinewidth=0.7, capsize=1.5)
-        ax.set_xticks(range(len(languages)), [LANGUAGE_NAMES.get(lang, lang) for lang in languages])
+        ax.set_xticks(range(len(languages)), [language_name(lang) for lang in languages])
         what = "unsafe responses" if data.safety_metric == "unsafe_rate" else "refusals"
         ax.set_ylabel(f"{what} (%)")
         ax.set_ylim(0, min(100, max(5.0, ax.get_ylim()[1])))
@@ -181,7 +182,7 @@ def tradeoff(data: ReportData, path: Path) -> Path | None:
             if len(front) > 1:
                 ax.plot(*_staircase(front), ls="--", lw=0.8, color="black", alpha=0.6, zorder=2)
             names = ", ".join("Belebele" if b == "belebele" else b.upper() for b in benchmarks)
-            ax.set_title(f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})")
+            ax.set_title(f"{language_name(lang)} ({lang})")
             ax.set_xlabel(f"general score (%): mean of {names}", fontsize=7)
             ax.set_ylabel("1 − unsafe rate (%)" if safe else "refusal rate (%)")
             ax.grid(alpha=0.3)

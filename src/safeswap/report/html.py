@@ -12,7 +12,8 @@ from html import escape
 from pathlib import Path
 
 from safeswap.version import __version__
-from safeswap.report.collect import LANGUAGE_NAMES, ModelResults
+from safeswap.evaluation.languages import language_name
+from safeswap.report.collect import ModelResults
 from safeswap.report.document import Document, Figure, role_text, row_subtitle
 from safeswap.report.tables import Table
 
@@ -165,7 +166,7 @@ def render_html(doc: Document, root: Path) -> str:
     """The page; `root` is the report folder the figures were written into."""
     data = doc.data
     tables = doc.numbered_tables()
-    languages = ", ".join(LANGUAGE_NAMES.get(lang, lang) for lang in data.languages)
+    languages = ", ".join(language_name(lang) for lang in data.languages)
     parts = [
         f"<header><h1>{escape(doc.title)}</h1>",
         f'<p class="lede">{len(data.models)} models in {len(data.languages)} languages ({escape(languages)}).</p></header>',

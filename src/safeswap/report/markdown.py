@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from safeswap.report.collect import LANGUAGE_NAMES, ModelResults
+from safeswap.evaluation.languages import language_name
+from safeswap.report.collect import ModelResults
 from safeswap.report.document import Document, role_text, row_subtitle
 from safeswap.report.tables import Table
 
@@ -49,7 +50,7 @@ def render_markdown(doc: Document) -> str:
     out = [f"# {doc.title}", ""]
     out.append(
         f"{len(data.models)} models ({', '.join(m.label for m in data.models)}) in "
-        f"{len(data.languages)} languages ({', '.join(LANGUAGE_NAMES.get(lang, lang) for lang in data.languages)})."
+        f"{len(data.languages)} languages ({', '.join(language_name(lang) for lang in data.languages)})."
     )
     out.append("")
     tables = doc.numbered_tables()

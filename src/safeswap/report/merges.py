@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-PLAN_FILE = "safeswap-plan.yaml"
-MODEL_CARD = "README.md"
-MERGE_FIGURES = {"specialization": "specialization.png", "decisions": "decisions.png"}
+from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
+
+MERGE_FIGURES = {"specialization": SPECIALIZATION_FIGURE, "decisions": DECISIONS_FIGURE}
 
 # Short symbols for the parameters a paper would write as Greek letters.
 _SYMBOLS = {"tau": "τ", "alpha": "α", "beta": "β", "lambda": "λ"}
@@ -58,9 +58,11 @@ def model_folder(path: str | None, runs_dir: Path) -> Path | None:
 def find_merge(path: str | None, runs_dir: Path, warnings: list[str]) -> MergeInfo | None:
     """The merge next to a model path, or None for a model that is not a safeswap merge."""
     folder = model_folder(path, runs_dir)
-    if folder is None or not (folder / PLAN_FILE).is_file():
+    if folder is None or not (folder / PLAN_FILENAME).is_file():
         return None
-    plan_path = folder / PLAN_FILE
+    plan_path = folder / PLAN_FILENAME
+    # Read leniently rather than with decide.plan_file.read_plan: a plan the report cannot fully
+    # check (another format version, a hand edit) still shows its method, with a warning at worst.
     try:
         plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -74,7 +76,7 @@ def find_merge(path: str | None, runs_dir: Path, warnings: list[str]) -> MergeIn
     for role, entry in (plan.get("models") or {}).items():
         if isinstance(entry, dict) and entry.get("path"):
             inputs[str(role)] = str(entry["path"])
-    card = folder / MODEL_CARD
+    card = folder / CARD_FILENAME
     return MergeInfo(
         folder=folder,
         method=str(plan["method"]),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from safeswap.evaluation.languages import language_name
 from safeswap.evaluation.results import NOT_AVAILABLE
-from safeswap.report.collect import BENCHMARK_NAMES, LANGUAGE_NAMES, ModelResults, ReportData
+from safeswap.report.collect import BENCHMARK_NAMES, ModelResults, ReportData, Result
 
 MISSING = "–"  # not evaluated (as opposed to "n/a": the benchmark has no task for the language)
 STAND_IN_MARK = "†"
@@ -77,15 +78,20 @@ def mark_best(table: Table) -> Table:
     return table
 
 
-def safety_cell(data: ReportData, model: ModelResults, lang: str) -> Cell:
-    result = data.headline_safety(model)
-    if result is None:
-        return Cell(MISSING)
-    entry = (result.data.get("languages") or {}).get(lang)
+def _language_entry(result: Result | None, lang: str) -> dict[str, Any] | Cell:
+    """A result's scores for a language, or the cell that says why there are none (not run, or n/a)."""
+    entry = None if result is None else (result.data.get("languages") or {}).get(lang)
     if entry is None:
         return Cell(MISSING)
     if entry == NOT_AVAILABLE:
         return Cell(NOT_AVAILABLE)
+    return entry
+
+
+def safety_cell(data: ReportData, model: ModelResults, lang: str) -> Cell:
+    entry = _language_entry(data.headline_safety(model), lang)
+    if isinstance(entry, Cell):
+        return entry
     rate = entry.get(data.safety_metric)
     value = rate_value(rate)
     if value is None:
@@ -100,13 +106,9 @@ def safety_cell(data: ReportData, model: ModelResults, lang: str) -> Cell:
 
 def general_cell(model: ModelResults, benchmark: str, lang: str) -> Cell:
     result = model.general.get(benchmark)
-    if result is None:
-        return Cell(MISSING)
-    entry = (result.data.get("languages") or {}).get(lang)
-    if entry is None:
-        return Cell(MISSING)
-    if entry == NOT_AVAILABLE:
-        return Cell(NOT_AVAILABLE)
+    entry = _language_entry(result, lang)
+    if isinstance(entry, Cell):
+        return entry
     value = entry.get(result.data["metric"])
     if not isinstance(value, (int, float)):
         return Cell(MISSING)
@@ -124,7 +126,7 @@ def main_table(data: ReportData) -> Table:
     """One row per model; per language the safety rate and each general benchmark."""
     columns: list[Column] = []
     for lang in data.languages:
-        group = f"{LANGUAGE_NAMES.get(lang, lang)} ({lang})"
+        group = f"{language_name(lang)} ({lang})"
         if data.safety_metric:
             columns.append(Column(_safety_heading(data), group, lang, lower_is_better=data.safety_metric == "unsafe_rate"))
         columns += [Column(BENCHMARK_NAMES[b], group, lang) for b in data.general_benchmarks]

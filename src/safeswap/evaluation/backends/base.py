@@ -1,4 +1,4 @@
-"""What every generation backend shares: decoding settings, one generation, the interface."""
+"""What every generation backend shares: decoding settings, run options, one generation, the interface."""
 
 from __future__ import annotations
 
@@ -39,6 +39,23 @@ class DecodingSettings:
 
 
 @dataclass(frozen=True)
+class BackendOptions:
+    """How to run a model, whichever backend: the options of `safeswap eval safety`."""
+
+    backend: str = "hf"
+    revision: str | None = None
+    batch_size: int = 16
+    dtype: str = "auto"
+    device: str = "auto"
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    request_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
 class Generation:
     """One model answer. finish_reason is "stop" (ended by itself) or "length" (hit max_new_tokens)."""
 
@@ -56,6 +73,16 @@ class Backend(Protocol):
 
     name: str
     settings: DecodingSettings
+
+    @classmethod
+    def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "Backend":
+        """Load `model` with this backend, as `options` say."""
+        ...
+
+    @classmethod
+    def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
+        """What decoding() will return, known before any model is loaded (so a cached run loads none)."""
+        ...
 
     def decoding(self) -> dict[str, Any]:
         """Everything about decoding that belongs in cache keys and results."""

@@ -6,7 +6,7 @@ import copy
 from typing import Any, Iterator, Sequence
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -37,6 +37,11 @@ def choose_dtype(dtype: str, device: str):
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def _decoding(settings: DecodingSettings, torch_dtype) -> dict[str, Any]:
+    # dtype changes the numbers, so it belongs to the cache key; batch size does not (by intent).
+    return {"backend": HFBackend.name, **settings.as_dict(), "dtype": str(torch_dtype).replace("torch.", "")}
 
 
 class HFBackend:
@@ -80,6 +85,16 @@ class HFBackend:
         self.generation_config = self._generation_config()
         self._torch = torch
 
+    @classmethod
+    def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "HFBackend":
+        return cls(model, settings, revision=options.revision, batch_size=options.batch_size, dtype=options.dtype,
+                   device=options.device)
+
+    @classmethod
+    def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
+        dtype = choose_dtype(options.dtype, choose_device(options.device))
+        return _decoding(settings, dtype)
+
     def _generation_config(self):
         config = copy.deepcopy(self.model.generation_config)
         config.max_new_tokens = self.settings.max_new_tokens
@@ -99,8 +114,7 @@ class HFBackend:
         return config
 
     def decoding(self) -> dict[str, Any]:
-        # dtype changes the numbers, so it belongs to the cache key; batch size does not (by intent).
-        return {"backend": self.name, **self.settings.as_dict(), "dtype": str(self.torch_dtype).replace("torch.", "")}
+        return _decoding(self.settings, self.torch_dtype)
 
     def _eos_ids(self) -> set[int]:
         eos = self.generation_config.eos_token_id

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import httpx
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -164,8 +164,18 @@ class OpenAIBackend:
         self.client = client
         self.settings = settings
 
-    def decoding(self) -> dict[str, Any]:
+    @classmethod
+    def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "OpenAIBackend":
+        client = OpenAIChatClient(options.base_url or DEFAULT_BASE_URL, model, api_key_env=options.api_key_env,
+                                  concurrency=options.concurrency, timeout=options.request_timeout)
+        return cls(client, settings)
+
+    @classmethod
+    def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
         # The model name is already in the fingerprint ("endpoint:<model>").
+        return {"backend": cls.name, **settings.as_dict()}
+
+    def decoding(self) -> dict[str, Any]:
         return {"backend": self.name, **self.settings.as_dict()}
 
     def generate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterator, Sequence
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
 
 # Prompts handed to LLM.chat at once; answers are stored after each chunk so a
 # crash loses at most one chunk.
@@ -101,6 +101,15 @@ class VLLMBackend:
             )
         )
         self.sampling_params = vllm.SamplingParams(**sampling_kwargs(settings))
+
+    @classmethod
+    def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "VLLMBackend":
+        return cls(model, settings, revision=options.revision, tensor_parallel_size=options.tensor_parallel_size,
+                   dtype=options.dtype, max_model_len=options.max_model_len)
+
+    @classmethod
+    def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
+        return {"backend": cls.name, **settings.as_dict(), "dtype": options.dtype}
 
     def decoding(self) -> dict[str, Any]:
         return {"backend": self.name, **self.settings.as_dict(), "dtype": self.dtype}

@@ -11,11 +11,9 @@ INVALID = "invalid"
 # A judge answer that could not be read even after one retry. Counted apart,
 # never folded into "safe".
 UNPARSED = "unparsed"
-SAFETY_LABELS = (UNSAFE, SAFE, INVALID, UNPARSED)
 
 REFUSAL = "refusal"
 NO_REFUSAL = "no_refusal"
-REFUSAL_LABELS = (REFUSAL, NO_REFUSAL)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
-from safeswap.evaluation.backends.base import Backend
+from safeswap.evaluation.backends import Backend, BackendOptions, DecodingSettings, decoding_identity, make_backend
 from safeswap.evaluation.judges.base import UNPARSED, JudgeInfo, JudgeItem, Verdict
 
 Parser = Callable[[str], "Verdict | None"]
@@ -44,6 +44,22 @@ class GuardJudge:
         self.model = model
         self.supported_languages = tuple(supported_languages) if supported_languages else None
         self.details = dict(details or {})
+
+    @classmethod
+    def running(
+        cls,
+        name: str,
+        model: str,
+        options: BackendOptions,
+        max_new_tokens: int,
+        parse: Parser,
+        supported_languages: Sequence[str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> "GuardJudge":
+        """A guard judge that runs `model` greedily through the backend `options` choose."""
+        settings = DecodingSettings(max_new_tokens=max_new_tokens)
+        return cls(name, lambda: make_backend(model, settings, options), decoding_identity(settings, options),
+                   parse, model, supported_languages, details)
 
     @property
     def backend(self) -> Backend:

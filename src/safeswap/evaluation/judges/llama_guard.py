@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from safeswap.evaluation.backends import BackendOptions, DecodingSettings, decoding_identity, make_backend
+from safeswap.evaluation.backends import BackendOptions
 from safeswap.evaluation.judges.base import SAFE, UNSAFE, Verdict
 from safeswap.evaluation.judges.guard import GuardJudge
 from safeswap.evaluation.judges.labels import normalise
@@ -54,13 +54,6 @@ def parse_llama_guard(text: str) -> Verdict | None:
 
 
 def make_llama_guard_judge(model: str | None, options: BackendOptions) -> GuardJudge:
-    model = model or DEFAULT_MODEL
-    settings = DecodingSettings(max_new_tokens=MAX_NEW_TOKENS)
-    return GuardJudge(
-        "llama-guard",
-        lambda: make_backend(model, settings, options),
-        decoding_identity(settings, options),
-        parse_llama_guard,
-        model,
-        SUPPORTED_LANGUAGES,
+    return GuardJudge.running(
+        "llama-guard", model or DEFAULT_MODEL, options, MAX_NEW_TOKENS, parse_llama_guard, SUPPORTED_LANGUAGES
     )

@@ -19,7 +19,7 @@ from safeswap.evaluation.backends.base import Conversation, DecodingSettings
 from safeswap.evaluation.backends.openai_compat import OpenAIChatClient
 from safeswap.evaluation.judges.base import UNPARSED, JudgeInfo, JudgeItem, Verdict
 from safeswap.evaluation.judges.labels import parse_safety_label
-from safeswap.evaluation.multijail import LANGUAGE_NAMES
+from safeswap.evaluation.languages import language_name
 
 PROMPT_FILE = Path(__file__).with_name("judge_prompt.txt")
 TRANSLATE_PROMPT_FILE = Path(__file__).with_name("translate_prompt.txt")
@@ -81,7 +81,7 @@ class LLMJudge:
                     "role": "user",
                     "content": fill(
                         self.translate_template,
-                        language=LANGUAGE_NAMES.get(items[i].language, items[i].language),
+                        language=language_name(items[i].language),
                         text=items[i].response,
                     ),
                 }
@@ -99,7 +99,7 @@ class LLMJudge:
         if translation is not None:
             prompt, response, language = item.prompt_en or item.prompt, translation, "English (translated)"
         else:
-            prompt, response, language = item.prompt, item.response, LANGUAGE_NAMES.get(item.language, item.language)
+            prompt, response, language = item.prompt, item.response, language_name(item.language)
         return [{"role": "user", "content": fill(self.template, prompt=prompt, response=response, language=language)}]
 
     def judge(self, items: Sequence[JudgeItem]) -> Iterator[tuple[int, Verdict]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends import BackendOptions, DecodingSettings, decoding_identity, make_backend
+from safeswap.evaluation.backends import BackendOptions
 from safeswap.evaluation.judges.base import SAFE, UNSAFE, Verdict
 from safeswap.evaluation.judges.guard import GuardJudge
 
@@ -61,14 +61,9 @@ def parse_qwen3guard(text: str, controversial_as: str = UNSAFE) -> Verdict | Non
 
 
 def make_qwen3guard_judge(model: str | None, options: BackendOptions, controversial_as: str = UNSAFE) -> GuardJudge:
-    model = model or DEFAULT_MODEL
-    settings = DecodingSettings(max_new_tokens=MAX_NEW_TOKENS)
-    return GuardJudge(
-        "qwen3guard",
-        lambda: make_backend(model, settings, options),
-        decoding_identity(settings, options),
+    return GuardJudge.running(
+        "qwen3guard", model or DEFAULT_MODEL, options, MAX_NEW_TOKENS,
         lambda text: parse_qwen3guard(text, controversial_as),
-        model,
         supported_languages=None,  # 119 languages per its card, all of MultiJail's among them
         details={"controversial_as": controversial_as},
     )
