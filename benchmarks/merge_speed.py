@@ -14,6 +14,7 @@ and prints both figures and the ratios. Run from the repository root:
   python benchmarks/merge_speed.py --size 8b --layers 4   # the same shapes, 4 layers: ~12 GB of disk
   python benchmarks/merge_speed.py --methods adaptive,ties,layer-swap --mergekit-methods linear,ties
   python benchmarks/merge_speed.py --baseline-src ../old-checkout   # this build against another, same run
+  python benchmarks/merge_speed.py --adapters 16                    # also with rank-16 LoRA adapters as experts
 
 --baseline-src times the same safeswap methods from another checkout (its src/ put first
 on PYTHONPATH), so a change is measured against the code before it in one run.
@@ -138,6 +139,44 @@ def _write_triple(folders: dict[str, Path], size: str, layers: int | None) -> No
         (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
+ADAPTER_TARGETS = {"safety": ("gate_proj", "up_proj", "down_proj"), "language": ("q_proj", "k_proj", "v_proj", "o_proj")}
+
+
+def build_adapters(root: Path, base: Path, size: str, layers: int | None, rank: int) -> dict[str, Path]:
+    """LoRA adapters (PEFT's file layout) on the triple's base: safety on the MLPs, language on attention."""
+    folders = {r: root / f"{r}-lora-r{rank}" for r in ADAPTER_TARGETS}
+    if not all((f / "adapter_model.safetensors").exists() for f in folders.values()):
+        print(f"building rank-{rank} adapters in {root} (once)...", flush=True)
+        child = multiprocessing.get_context("spawn").Process(target=_write_adapters, args=(folders, base, size, layers, rank))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the adapters failed (exit code {child.exitcode})")
+    return folders
+
+
+def _write_adapters(folders: dict[str, Path], base: Path, size: str, layers: int | None, rank: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    s = dict(SIZES[size])
+    if layers:
+        s["layers"] = layers
+    for seed, (role, folder) in enumerate(folders.items()):
+        gen = torch.Generator().manual_seed(500 + seed)
+        tensors = {}
+        for name, shape in tensor_shapes(s):
+            if name.startswith("model.layers.") and name.split(".")[-2] in ADAPTER_TARGETS[role]:
+                module = name[: -len(".weight")]
+                tensors[f"base_model.model.{module}.lora_A.weight"] = torch.randn((rank, shape[1]), generator=gen) * 0.01
+                tensors[f"base_model.model.{module}.lora_B.weight"] = torch.randn((shape[0], rank), generator=gen) * 0.01
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+        config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": list(ADAPTER_TARGETS[role]),
+                  "bias": "none", "base_model_name_or_path": str(base.resolve()), "task_type": "CAUSAL_LM"}
+        (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+
+
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of one child process."""
     start = time.perf_counter()
@@ -163,6 +202,7 @@ def warm(folders: dict[str, Path]) -> None:
 
 
 def safeswap_cmd(folders, out: Path, method: str) -> list[str]:
+    """`safeswap merge` of folders["safety"] and folders["language"] (full checkpoints or adapters)."""
     cmd = [sys.executable, "-m", "safeswap.cli", "merge", "--base", str(folders["base"]), "--safety",
            str(folders["safety"]), "--language", str(folders["language"]), "--out", str(out), "--force"]
     if method == "layer-swap":
@@ -196,6 +236,8 @@ def main() -> None:
     ap.add_argument("--mergekit-bin", type=Path, default=Path(".venv-mergekit/bin/mergekit-yaml"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best wall time is kept")
     ap.add_argument("--baseline-src", type=Path, help="another safeswap checkout to time the same methods from")
+    ap.add_argument("--adapters", type=int, metavar="RANK",
+                    help="also time each method with rank-RANK LoRA adapters as the experts (PEFT layout)")
     args = ap.parse_args()
 
     name = args.size + (f"-{args.layers}layers" if args.layers else "")
@@ -205,6 +247,10 @@ def main() -> None:
     results = []
     methods = [m for m in args.methods.split(",") if m]
     contenders = [(f"safeswap {m}", safeswap_cmd(folders, work / "out", m), None) for m in methods]
+    if args.adapters:
+        adapters = build_adapters(args.cache / name, folders["base"], args.size, args.layers, args.adapters)
+        lora = {"base": folders["base"], **adapters}
+        contenders += [(f"safeswap {m} (LoRA r={args.adapters})", safeswap_cmd(lora, work / "out", m), None) for m in methods]
     if args.baseline_src:
         env = {**os.environ, "PYTHONPATH": str((args.baseline_src / "src").resolve())}
         contenders += [(f"baseline {m}", safeswap_cmd(folders, work / "out", m), env) for m in methods]
@@ -234,6 +280,10 @@ def main() -> None:
     for method, ours, theirs in same:
         print(f"safeswap {method} against mergekit {method}: time x{ours[0] / theirs[0]:.2f}   memory x{ours[1] / theirs[1]:.2f}")
     for m in methods:
+        lora = f"safeswap {m} (LoRA r={args.adapters})"
+        if lora in by_label:
+            ours, full = by_label[lora], by_label[f"safeswap {m}"]
+            print(f"{lora} against full experts: time x{ours[0] / full[0]:.2f}   memory x{ours[1] / full[1]:.2f}")
         if f"baseline {m}" in by_label:
             ours, theirs = by_label[f"safeswap {m}"], by_label[f"baseline {m}"]
             print(f"safeswap {m} against the baseline checkout: time x{ours[0] / theirs[0]:.2f}   memory x{ours[1] / theirs[1]:.2f}")
