@@ -98,16 +98,33 @@ def test_untouched_tensors_are_the_base_bytes(bf16, tmp_path):
     assert not torch.equal(merged["model.layers.1.mlp.up_proj.weight"], original["model.layers.1.mlp.up_proj.weight"])
 
 
-def test_adapter_analysis_equals_the_merged_experts_analysis(fp32):
+@pytest.mark.parametrize("safety_kind, language_kind", [(0, 0), (0, 1), (1, 0)])  # 0: adapter, 1: merged expert
+def test_adapter_analysis_equals_the_merged_experts_analysis(fp32, safety_kind, language_kind):
     import safeswap
 
     base, experts = fp32
-    ours = safeswap.analyze(base, experts["safety"][0], experts["language"][0])
+    ours = safeswap.analyze(base, experts["safety"][safety_kind], experts["language"][language_kind])
     full = safeswap.analyze(base, experts["safety"][1], experts["language"][1])
     for a, f in zip(ours.tensors, full.tensors):
         assert a.name == f.name
         assert a.delta_safety == pytest.approx(f.delta_safety, rel=1e-5, abs=1e-6)
         assert a.delta_language == pytest.approx(f.delta_language, rel=1e-5, abs=1e-6)
+        assert a.dot == pytest.approx(f.dot, rel=1e-4, abs=1e-7)  # the direction criterion's input
+
+
+def test_overlapping_adapters_give_their_dot_from_the_factors(fp32, tmp_path):
+    """Both adapters on the same modules: the dot is s s' sum((B^T B') * (A A'^T)), checked against the merged experts."""
+    import safeswap
+
+    base, experts = fp32
+    targets, r, alpha = TARGETS["safety"]
+    other = make_adapter(base, tmp_path / "other", targets, 4, 4, seed=9, dtype=torch.float32)
+    ours = safeswap.analyze(base, experts["safety"][0], other[0])
+    full = safeswap.analyze(base, experts["safety"][1], other[1])
+    dots = [(a.dot, f.dot) for a, f in zip(ours.tensors, full.tensors) if "mlp" in a.name]
+    assert dots and all(abs(f) > 0 for _, f in dots)
+    for a, f in dots:
+        assert a == pytest.approx(f, rel=1e-4)
 
 
 def test_analysis_never_builds_b_times_a(fp32, monkeypatch):

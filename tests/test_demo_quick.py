@@ -21,7 +21,7 @@ from safeswap.evaluation.multijail import BUNDLED_PATH, BUNDLED_SHA256, BUNDLED_
 
 pytestmark = pytest.mark.slow
 
-MODELS = ["base", "safety-expert", "ko-expert", "merge-adaptive", "merge-layer-swap", "merge-linear"]
+MODELS = ["base", "safety-expert", "ko-expert", "merge-adaptive", "merge-layer-swap", "merge-linear", "merge-direction", "merge-slerp"]
 
 
 def demo_cache(root: Path) -> str:
@@ -66,7 +66,7 @@ def test_uses_and_records_the_shipped_multijail_without_a_path(demo):
 
 def test_produces_models_report_and_figures(demo):
     out, _ = demo
-    for merge in ("merge-adaptive", "merge-layer-swap", "merge-linear"):
+    for merge in MODELS[3:]:
         folder = out / "models" / merge
         assert (folder / "model.safetensors").stat().st_size > 100e6
         assert (folder / "safeswap-plan.yaml").exists() and (folder / "safeswap-manifest.json").exists()

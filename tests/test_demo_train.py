@@ -10,7 +10,7 @@ from tiny import make_model
 
 from safeswap.demo.data import Example
 from safeswap.demo.recipes import ExpertRecipe
-from safeswap.demo.train import EXPERT_INFO, IGNORE, batch_order, cached_expert, encode_examples, learning_rate_at, train_expert
+from safeswap.demo.train import ADAPTER_DIR, EXPERT_INFO, IGNORE, batch_order, cached_expert, encode_examples, learning_rate_at, train_expert
 
 EXAMPLES = [
     Example("How do I bake bread?", "Mix flour, water, salt and yeast.", "t"),
@@ -72,6 +72,19 @@ def test_trained_expert_is_a_loadable_bf16_checkpoint_that_differs_from_the_base
     record = json.loads((out / EXPERT_INFO).read_text())
     assert record["recipe"]["steps"] == 2 and len(record["losses"]) == 2 and record["examples"] == 4
     assert not list(tmp_path.glob(".expert-*"))  # no staging folder left behind
+
+
+def test_the_saved_adapter_reads_as_the_merged_expert(base, tmp_path):
+    """The demo merges experts as adapters: read through safeswap, the adapter gives the merged weights."""
+    from safeswap.read.adapter import AdapterCheckpoint
+    from safeswap.read.checkpoint import Checkpoint
+
+    out = train_expert(base, EXAMPLES, RECIPE, tmp_path / "expert", show_progress=False)
+    merged = weights(out)
+    with Checkpoint(base, "base") as base_ckpt:
+        adapter = AdapterCheckpoint(out / ADAPTER_DIR, base_ckpt, "language")
+        for name, tensor in merged.items():
+            assert torch.equal(adapter.read(name), tensor), name  # both round float32 W + BA to bf16 once
 
 
 def test_training_is_reproducible_and_seeded(base, tmp_path):

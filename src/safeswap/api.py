@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from safeswap.decide.methods import get_method, load_plan
-from safeswap.decide.plan_figures import decisions_figure, specialization_figure
+from safeswap.decide.plan_figures import unit_figures
 from safeswap.decide.plan_file import MergePlan, check_choices
-from safeswap.decide.planning import analyse, build_plan, method_parameters
+from safeswap.decide.planning import analyse, analysis_units, build_plan, method_parameters, needs_dots
 from safeswap.decide.statistics import Statistics, load_statistics, save_statistics
 from safeswap.errors import SafeswapError
-from safeswap.merged_folder import DECISIONS_FIGURE, SPECIALIZATION_FIGURE
 from safeswap.read.inputs import open_inputs
 from safeswap.write import pipeline
 from safeswap.write.destination import check_clear_of_inputs
@@ -31,10 +30,13 @@ def _refs(base, safety, language) -> dict[str, Any]:
 
 def analyze(
     base, safety, language, out: str | os.PathLike | None = None, *, granularity: str = "module",
-    tau: float = 0.001, revision: str | None = None, show_progress: bool = False, allow_nonfinite: bool = False,
+    tau: float = 0.001, criterion: str | None = None, threshold: float | None = None, revision: str | None = None,
+    show_progress: bool = False, allow_nonfinite: bool = False,
 ) -> Statistics:
-    """Measure how much each expert changed each tensor and unit; optionally write the statistics folder."""
-    params = get_method("adaptive").validate_parameters({"granularity": granularity, "tau": tau})
+    """Measure how much each expert changed each tensor and unit, and in which direction; optionally write the
+    statistics folder with specialization.png, direction.png and decisions.png (decided by `criterion`)."""
+    params = method_parameters("adaptive", None, granularity=granularity, tau=tau, criterion=criterion,
+                               threshold=threshold)
     inputs = open_inputs(_refs(base, safety, language), revision)
     try:
         if out is not None:
@@ -43,10 +45,9 @@ def analyze(
     finally:
         inputs.close()
     if out is not None:
-        units = get_method("adaptive").build_units(None, stats.tensors, params)
+        units = analysis_units(stats, params)
         save_statistics(stats, out, units, params)
-        specialization_figure(units, params["tau"], Path(out) / SPECIALIZATION_FIGURE)
-        decisions_figure(units, stats.num_layers, Path(out) / DECISIONS_FIGURE)
+        unit_figures(units, stats.num_layers, out, params)
     return stats
 
 
@@ -67,7 +68,8 @@ def plan(
         try:
             if out is not None:
                 check_clear_of_inputs(out, inputs.folders(), "plan file")
-            stats = analyse(inputs, show_progress, allow_nonfinite) if get_method(method).uses_statistics else None
+            stats = (analyse(inputs, show_progress, allow_nonfinite, needs_dots(method, params))
+                     if get_method(method).uses_statistics else None)
             result = build_plan(method, params, stats, inputs, outside_layers, tokenizer_from)
         finally:
             inputs.close()

@@ -30,7 +30,9 @@ SAFETY = typer.Option(None, "--safety", help="English safety expert (folder or h
 LANGUAGE = typer.Option(None, "--language", help="Target-language expert (folder or hub id); the output keeps its config.")
 REVISION = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) for hub ids.")
 GRANULARITY = typer.Option(None, "--granularity", help="Unit of decision: layer | module | projection. [default: module]")
-TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau blends the experts. [default: 0.001]")
+TAU = typer.Option(None, "--tau", help="Blend band: |d| <= tau (with --criterion direction: |cos - threshold| <= tau) blends the experts. [default: 0.001]")
+CRITERION = typer.Option(None, "--criterion", help="adaptive: norm (each unit from the expert that changed it more) | direction (from the safety expert where the language expert's update points against the safety expert's). [default: norm]")
+THRESHOLD = typer.Option(None, "--threshold", help="adaptive --criterion direction: cos(L-B, S-B) below threshold - tau takes the safety expert's unit, above threshold + tau keeps the language expert's. [default: 0]")
 ALPHA = typer.Option(None, "--alpha", help="Safety expert's weight in blends: alpha*S + (1-alpha)*L. [default: 0.5]")
 OUTSIDE = typer.Option("blend", "--outside-layers", help="Embeddings, final norm, LM head: blend | language | safety.")
 METHOD = typer.Option("adaptive", "--method", help="Merge method: " + " | ".join(METHODS) + ".")
@@ -63,7 +65,8 @@ def parse_language_args(values: list[str]) -> dict[str, str]:
 
 
 # The method flags that `plan` and `merge` share, by parameter name (Typer reads options from each signature).
-METHOD_FLAGS = ("bottom", "top", "transition_bottom", "transition_top", "weights", "normalize", "lambda_", "density", "seed", "t")
+METHOD_FLAGS = ("criterion", "threshold", "bottom", "top", "transition_bottom", "transition_top", "weights", "normalize",
+                "lambda_", "density", "seed", "t")
 
 
 def _method_parameters(flags: dict) -> dict:
@@ -84,22 +87,26 @@ def analyze(
     base: Optional[str] = BASE,
     safety: Optional[str] = SAFETY,
     language: Optional[str] = LANGUAGE,
-    out: Path = typer.Option(..., "--out", help="Folder for statistics.json, the CSVs and specialization.png."),
+    out: Path = typer.Option(..., "--out", help="Folder for statistics.json, the CSVs, specialization.png, direction.png and decisions.png."),
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
+    criterion: Optional[str] = CRITERION,
+    threshold: Optional[float] = THRESHOLD,
     revision: Optional[str] = REVISION,
     allow_nonfinite: bool = NONFINITE,
 ):
     """Measure how much each expert changed each layer and module of the base.
 
-    Writes per-tensor r = ||W_expert - W_base|| / ||W_base|| and per-unit scores, p and d
-    (statistics.json, tensor_stats.csv, unit_scores.csv) and specialization.png.
+    Writes per-tensor r = ||W_expert - W_base|| / ||W_base|| and <S - B, L - B>, per-unit scores, p, d and
+    cos(L - B, S - B) (statistics.json, tensor_stats.csv, unit_scores.csv), specialization.png, direction.png
+    and decisions.png.
     """
     import safeswap.api as api
 
     _require(base=base, safety=safety, language=language)
     api.analyze(base, safety, language, out, granularity=granularity or "module", tau=0.001 if tau is None else tau,
-                revision=revision, show_progress=True, allow_nonfinite=allow_nonfinite)
+                criterion=criterion, threshold=threshold, revision=revision, show_progress=True,
+                allow_nonfinite=allow_nonfinite)
     typer.echo(f"statistics written to {out}")
 
 
@@ -114,6 +121,8 @@ def plan(
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
+    criterion: Optional[str] = CRITERION,
+    threshold: Optional[float] = THRESHOLD,
     bottom: Optional[str] = BOTTOM,
     top: Optional[int] = TOP,
     transition_bottom: Optional[int] = TRANSITION_BOTTOM,
@@ -159,6 +168,8 @@ def merge(
     granularity: Optional[str] = GRANULARITY,
     tau: Optional[float] = TAU,
     alpha: Optional[float] = ALPHA,
+    criterion: Optional[str] = CRITERION,
+    threshold: Optional[float] = THRESHOLD,
     bottom: Optional[str] = BOTTOM,
     top: Optional[int] = TOP,
     transition_bottom: Optional[int] = TRANSITION_BOTTOM,

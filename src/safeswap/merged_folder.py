@@ -10,7 +10,8 @@ PLAN_FILENAME = "safeswap-plan.yaml"
 CARD_FILENAME = "README.md"
 MANIFEST_FILENAME = "safeswap-manifest.json"
 SPECIALIZATION_FIGURE, DECISIONS_FIGURE = "specialization.png", "decisions.png"
-FIGURE_FILES = (SPECIALIZATION_FIGURE, DECISIONS_FIGURE)
+DIRECTION_FIGURE = "direction.png"
+FIGURE_FILES = (SPECIALIZATION_FIGURE, DIRECTION_FIGURE, DECISIONS_FIGURE)
 SINGLE_SHARD = "model.safetensors"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 

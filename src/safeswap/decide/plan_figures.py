@@ -1,7 +1,10 @@
-"""The two figures of a merge: specialization.png and decisions.png.
+"""The figures of a merge or an analysis: specialization.png, direction.png and decisions.png.
 
 Colours are the Okabe-Ito palette (safe for colour-blind readers): safety blue,
-language orange, blend bluish green.
+language orange, blend bluish green. specialization.png shows the norm rule's
+statistic d, direction.png the direction rule's cos; the figure of the rule that
+decided colours its bars by the plan's decisions (hand edits included), the other
+by what its own rule would decide, so both criteria can be compared unit by unit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+
+from safeswap.decide.methods.adaptive import criterion_of, decide, decide_direction  # noqa: E402
+from safeswap.merged_folder import DECISIONS_FIGURE, DIRECTION_FIGURE, SPECIALIZATION_FIGURE  # noqa: E402
 
 SAFETY, LANGUAGE, BLEND, NEUTRAL = "#0072B2", "#E69F00", "#009E73", "#999999"
 DECISION_COLOURS = {"safety": SAFETY, "language": LANGUAGE, "blend": BLEND}
@@ -34,13 +40,87 @@ def _row_key(unit: dict) -> str:
     return unit.get("module") or "layer"
 
 
-def specialization_figure(units: list[dict], tau: float, path: str | Path, title: str = "") -> Path:
-    """p_safety and p_language per unit (top) and d with the +-tau band (bottom), per module."""
+def unit_figures(units: list[dict], num_layers: int, folder: str | Path, parameters: dict) -> list[Path]:
+    """specialization.png where every unit carries d, direction.png where every unit carries cos, and
+    decisions.png; the figure of the plan's criterion shows its decisions, the other its own rule's."""
+    folder, drawn = Path(folder), []
+    criterion = criterion_of(parameters)
+    tau, threshold = parameters.get("tau", 0.0), parameters.get("threshold", 0.0)
+    if units and all("d" in u for u in units):
+        own = criterion == "norm"
+        decisions = None if own else [decide(u["d"], tau) for u in units]
+        drawn.append(specialization_figure(units, tau, folder / SPECIALIZATION_FIGURE, decisions=decisions,
+                                           title="" if own else "Specialisation per unit (bars: the norm rule's "
+                                           "decision; this plan follows the direction rule)"))
+    if units and all(u.get("cos") is not None for u in units):
+        own = criterion == "direction"
+        decisions = None if own else [decide_direction(u["cos"], threshold, tau) for u in units]
+        drawn.append(direction_figure(units, threshold, tau, folder / DIRECTION_FIGURE, decisions=decisions,
+                                      title="" if own else "Direction per unit (bars: the direction rule's "
+                                      "decision; this plan follows the norm rule)"))
+    if units:
+        drawn.append(decisions_figure(units, num_layers, folder / DECISIONS_FIGURE))
+    return drawn
+
+
+def _colours(rows: list[dict], decisions: dict[int, str] | None) -> list[str]:
+    return [DECISION_COLOURS[decisions[id(u)] if decisions is not None else u["decision"]] for u in rows]
+
+
+def _layer_axis(ax, rows: list[dict]) -> None:
+    x, labels = list(range(len(rows))), [str(u["layer"]) for u in rows]
+    ax.set_xlabel("layer" if len(rows) <= 64 and len(set(labels)) == len(labels) else "unit (layer order)")
+    step = max(1, len(x) // 16)
+    ax.set_xticks(x[::step], labels[::step])
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def direction_figure(units: list[dict], threshold: float, band: float, path: str | Path,
+                     decisions: list[str] | None = None, title: str = "") -> Path:
+    """cos(L - B, S - B) per unit as bars coloured by decision, the threshold line and its ±band, per module.
+
+    decisions (one per unit) colour the bars instead of the units' own decisions.
+    """
+    by_unit = {id(u): d for u, d in zip(units, decisions)} if decisions is not None else None
+    panels = _panels(units)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False, sharey="row")
+    for col, (module, rows) in enumerate(panels):
+        ax = axes[0][col]
+        ax.bar(range(len(rows)), [u["cos"] for u in rows], color=_colours(rows, by_unit), width=0.8)
+        ax.axhspan(threshold - band, threshold + band, color=NEUTRAL, alpha=0.25, lw=0)
+        ax.axhline(threshold, color="black", lw=0.9, ls="--")
+        ax.axhline(0, color="black", lw=0.4)
+        ax.set_title(f"{module.upper() if module else 'All units'}: does the language update work against safety?",
+                     fontsize=10)
+        if col == 0:
+            ax.set_ylabel("cos($L - B$, $S - B$)")
+        _layer_axis(ax, rows)
+    handles = [Patch(color=c, label=f"decision: {k}") for k, c in DECISION_COLOURS.items()]
+    handles.append(Patch(color=NEUTRAL, alpha=0.25, label=f"threshold {threshold:g} (dashed) $\\pm$ {band:g}: blend"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.suptitle(title or "Direction per unit: below the band the safety expert's unit is taken", fontsize=11)
+    fig.subplots_adjust(left=0.07 if len(panels) > 1 else 0.12, right=0.99, top=0.86, bottom=0.2, wspace=0.06)
+    return _save(fig, path)
+
+
+def specialization_figure(units: list[dict], tau: float, path: str | Path, title: str = "",
+                          decisions: list[str] | None = None) -> Path:
+    """p_safety and p_language per unit (top) and d with the +-tau band (bottom), per module.
+
+    decisions (one per unit) colour the bars instead of the units' own decisions.
+    """
+    by_unit = {id(u): d for u, d in zip(units, decisions)} if decisions is not None else None
     panels = _panels(units)
     fig, axes = plt.subplots(2, len(panels), figsize=(6.5 * len(panels), 6.6), squeeze=False, sharex="col", sharey="row")
     for col, (module, rows) in enumerate(panels):
         x = list(range(len(rows)))
-        labels = [str(u["layer"]) for u in rows]
         top, bottom = axes[0][col], axes[1][col]
         top.plot(x, [u["p_safety"] for u in rows], "o-", color=SAFETY, ms=3.5, label="$p_S$ (safety expert)")
         top.plot(x, [u["p_language"] for u in rows], "s-", color=LANGUAGE, ms=3.5, label="$p_L$ (language expert)")
@@ -49,24 +129,18 @@ def specialization_figure(units: list[dict], tau: float, path: str | Path, title
         top.legend(frameon=False, fontsize=8)
         top.grid(alpha=0.3)
         d = [u["d"] for u in rows]
-        bottom.bar(x, d, color=[DECISION_COLOURS[u["decision"]] for u in rows], width=0.8)
+        bottom.bar(x, d, color=_colours(rows, by_unit), width=0.8)
         bottom.axhspan(-tau, tau, color=NEUTRAL, alpha=0.25, lw=0)
         bottom.axhline(0, color="black", lw=0.6)
         bottom.set_ylabel("$d = p_S - p_L$")
-        bottom.set_xlabel("layer" if len(rows) <= 64 and len(set(labels)) == len(labels) else "unit (layer order)")
-        step = max(1, len(x) // 16)
-        bottom.set_xticks(x[::step], labels[::step])
-        bottom.grid(alpha=0.3, axis="y")
+        _layer_axis(bottom, rows)
     handles = [Patch(color=c, label=f"decision: {k}") for k, c in DECISION_COLOURS.items()]
     handles.append(Patch(color=NEUTRAL, alpha=0.25, label=f"blend band $\\pm\\tau$ = {tau:g}"))
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=8)
     fig.suptitle(title or "Specialisation per unit (bars coloured by decision)", fontsize=11)
     # Fixed margins: tight_layout measured every label and took a third of the drawing time.
     fig.subplots_adjust(left=0.07 if len(panels) > 1 else 0.12, right=0.99, top=0.9, bottom=0.13, wspace=0.06, hspace=0.08)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def decisions_figure(units: list[dict], num_layers: int, path: str | Path, title: str = "") -> Path:
@@ -95,7 +169,4 @@ def decisions_figure(units: list[dict], num_layers: int, path: str | Path, title
     ax.set_title(title or "Where each unit of the merged model comes from", fontsize=10)
     height = fig.get_figheight()
     fig.subplots_adjust(left=label_inches / width, right=0.99, top=1 - 0.45 / height, bottom=0.85 / height)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from safeswap.decide.methods import get_method
+from safeswap.decide.methods.adaptive import unit_rows
 from safeswap.decide.operations import Take
 from safeswap.decide.plan_file import MergePlan, check_choices, model_reference
 from safeswap.decide.specialization import TensorStat, measure_many
@@ -31,17 +32,30 @@ def method_parameters(method: str, parameters: dict[str, Any] | None, **named) -
 
 
 def measure_languages(inputs: Inputs, keys: list[str], show_progress: bool,
-                      allow_nonfinite: bool = False) -> dict[str, list[TensorStat]]:
-    """Tensor statistics of the safety expert against each language expert (by input key), with a progress bar."""
+                      allow_nonfinite: bool = False, dots: bool = True) -> dict[str, list[TensorStat]]:
+    """Tensor statistics of the safety expert against each language expert (by input key), with a progress bar.
+
+    dots=False skips <S - B, L - B> (the direction criterion's input) where nothing will read it."""
     n = sum(1 for r in inputs.roles.values() if r.scored)
     with task("analysing", n, show_progress, unit="tensors") as advance:
-        return measure_many(inputs, keys, lambda name: advance(1), allow_nonfinite)
+        return measure_many(inputs, keys, lambda name: advance(1), allow_nonfinite, dots)
 
 
-def analyse(inputs: Inputs, show_progress: bool, allow_nonfinite: bool = False) -> Statistics:
+def needs_dots(method: str, params: dict[str, Any]) -> bool:
+    """Whether a plan of this method and parameters reads the dot products: only the direction criterion does."""
+    return method == "adaptive" and params.get("criterion") == "direction"
+
+
+def analyse(inputs: Inputs, show_progress: bool, allow_nonfinite: bool = False, dots: bool = True) -> Statistics:
     """The statistics of a base / safety / language triple."""
-    tensors = measure_languages(inputs, ["language"], show_progress, allow_nonfinite)["language"]
+    tensors = measure_languages(inputs, ["language"], show_progress, allow_nonfinite, dots)["language"]
     return Statistics(model_records(inputs), inputs.receiver.architecture, inputs.num_layers, tensors)
+
+
+def analysis_units(stats: Statistics, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The unit rows `analyze` writes: the adaptive rule's decisions under params' criterion, with d, p_S,
+    p_L and cos whatever the criterion, so unit_scores.csv shows both criteria per unit."""
+    return unit_rows(stats.tensors, params, with_cos=True)
 
 
 def build_plan(method_name: str, params: dict, stats: Statistics | None, inputs: Inputs | None,

@@ -3,11 +3,13 @@
 `safeswap analyze --out DIR` writes:
   statistics.json   everything below plus the input models and their fingerprints
   tensor_stats.csv  one row per scored tensor: name, layer, module, projection, numel,
-                    base_norm, delta_safety, delta_language, r_safety, r_language
-  unit_scores.csv   one row per unit: unit, layer, module, score_safety, score_language,
-                    p_safety, p_language, d, decision
-(api.analyze draws specialization.png and decisions.png beside them.) A plan can be
-made from this folder alone: `safeswap plan --statistics DIR`.
+                    base_norm, delta_safety, delta_language, dot (<S - B, L - B>),
+                    r_safety, r_language, cos
+  unit_scores.csv   one row per unit: unit, layer, module, decision, d, p_safety, p_language,
+                    cos (both criteria's statistics, whichever decided)
+(api.analyze draws specialization.png, direction.png and decisions.png beside them.)
+A plan can be made from this folder alone: `safeswap plan --statistics DIR`; files
+written before `dot` was measured still plan with the norm criterion.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
     try:
         tensors = [
             TensorStat(t["name"], int(t["layer"]), t["module"], t["projection"], int(t["numel"]),
-                       float(t["base_norm"]), float(t["delta_safety"]), float(t["delta_language"]))
+                       float(t["base_norm"]), float(t["delta_safety"]), float(t["delta_language"]),
+                       None if t.get("dot") is None else float(t["dot"]))
             for t in data["tensors"]
         ]
         return Statistics(dict(data["models"]), str(data["architecture"]), int(data["num_layers"]), tensors)

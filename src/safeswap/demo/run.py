@@ -1,7 +1,8 @@
 """`safeswap demo`: the whole pipeline (experts, merges, evaluations, summary) on SmolLM2-135M-Instruct, on CPU.
 
 1. base model and the two experts (cached by recipe: see experts.py);
-2. merges of the experts: the adaptive rule, fixed layer swapping, a linear soup;
+2. merges of the experts, given as the LoRA adapters they were trained as: the adaptive
+   rule by size (norm) and by direction, fixed layer swapping, a linear soup, SLERP;
 3. evaluation of every model: MultiJail harmful prompts and team-written benign
    prompts in English and the demo language (refusal judge by default), the share
    of answers written in the prompt's language, and held-out perplexity in the
@@ -28,15 +29,20 @@ from safeswap.demo.language import in_language_rate, kept_language_gain, measure
 from safeswap.demo.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
 from safeswap.demo.summary import write_summary
+from safeswap.demo.train import ADAPTER_DIR
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
 from safeswap.progress import RichProgress, console
 
-# The merges the demo compares; layer-swap keeps the outer fifth of the layers from the language expert.
+# The merges the demo compares; layer-swap keeps the outer fifth of the layers from the language expert,
+# direction is the adaptive rule deciding by the cosine of the updates (after SafeMERGE), slerp the
+# spherical blend at t = 0.5 (the baseline of Aakanksha et al., 2024).
 MERGES: dict[str, dict[str, Any]] = {
     "merge-adaptive": {"method": "adaptive"},
     "merge-layer-swap": {"method": "layer-swap", "parameters": {"bottom": 6, "top": 6}},
     "merge-linear": {"method": "linear"},
+    "merge-direction": {"method": "adaptive", "parameters": {"criterion": "direction"}},
+    "merge-slerp": {"method": "slerp"},
 }
 
 
@@ -133,8 +139,9 @@ def run_demo(
                                f"{language}-expert": experts.language}
     for label, spec in MERGES.items():
         console.print(f"merging: {label}")
-        models[label] = merge(experts.base, experts.safety, experts.language, out=out / "models" / label,
-                              force=True, **spec)
+        # The experts are merged as the LoRA adapters they were trained as (no full copy is read).
+        models[label] = merge(experts.base, experts.safety / ADAPTER_DIR, experts.language / ADAPTER_DIR,
+                              out=out / "models" / label, force=True, **spec)
         stage.done(label)
 
     rows = []

@@ -28,6 +28,7 @@ from safeswap.demo.quiet import quiet_transformers
 from safeswap.errors import SafeswapError
 
 EXPERT_INFO = "safeswap_expert.json"
+ADAPTER_DIR = "adapter"  # the LoRA adapter itself (PEFT's layout), beside the merged full weights
 IGNORE = -100
 
 
@@ -126,10 +127,12 @@ def train_expert(
     description: str = "training expert",
     show_progress: bool = True,
 ) -> Path:
-    """Fine-tune `base` with LoRA on `examples`, merge the adapters, save a bf16 checkpoint at `out`.
+    """Fine-tune `base` with LoRA on `examples`; save the adapter and the merged bf16 checkpoint at `out`.
 
-    The checkpoint is written to a temporary folder and renamed when complete;
-    it holds the base's tokenizer and config and a `safeswap_expert.json` record.
+    The folder is written under a temporary name and renamed when complete; it holds
+    the merged weights (what the evaluations load), the base's tokenizer and config,
+    the adapter in `adapter/` (what the demo merges, as a LoRA expert) and a
+    `safeswap_expert.json` record.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -181,8 +184,6 @@ def train_expert(
             optimizer.zero_grad(set_to_none=True)
             losses.append(round(float(loss.detach()), 4))
             advance(1)
-    # Merge in float32 so W + BA is rounded to bf16 once.
-    model = model.float().merge_and_unload().to(torch.bfloat16)
     record = {
         "recipe": asdict(recipe),
         "base": str(base),
@@ -199,12 +200,18 @@ def train_expert(
     return out
 
 
-def _save_atomically(model, tokenizer, record: dict, out: Path) -> None:
+def _save_atomically(peft_model, tokenizer, record: dict, out: Path) -> None:
+    """The adapter, then the merged weights (merging consumes the adapter), into a staging folder renamed at the end."""
+    import torch
+
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         with quiet_transformers():
-            model.save_pretrained(str(staging))
+            peft_model.save_pretrained(str(staging / ADAPTER_DIR))
+            # Merge in float32 so W + BA is rounded to bf16 once.
+            merged = peft_model.float().merge_and_unload().to(torch.bfloat16)
+            merged.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
         (staging / EXPERT_INFO).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         if out.exists():
@@ -234,6 +241,6 @@ def cached_expert(
     """The expert for (base, data, recipe) from `cache_root`, training it first if absent."""
     key = recipe.key(data_fingerprint(examples), base_fingerprint(base))
     out = Path(cache_root) / f"{name}-{key}"
-    if (out / EXPERT_INFO).is_file():
-        return out
+    if (out / EXPERT_INFO).is_file() and (out / ADAPTER_DIR / "adapter_config.json").is_file():
+        return out  # an expert cached before adapters were kept is trained again
     return train_expert(base, examples, recipe, out, description=f"training {name} expert", show_progress=show_progress)

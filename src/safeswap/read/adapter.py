@@ -114,6 +114,20 @@ class LoraAdapter:
         a, b = a.double(), b.double()
         return abs(scale) * math.sqrt(max(0.0, float(((b.T @ b) * (a @ a.T)).sum())))
 
+    def dot_rows(self, name: str, first: int, rows: int, update: torch.Tensor) -> float:
+        """<scale * B[rows] A, update> for rows of another expert's float32 update W - W_base, without forming B A."""
+        if name not in self.factors:
+            return 0.0
+        a, b, scale = self.factors[name]
+        return scale * float(((update @ a.T) * b[first:first + rows]).sum())
+
+    def dot(self, other: "LoraAdapter", name: str) -> float:
+        """<s B A, s' B' A'> = s s' sum((B^T B') * (A A'^T)): an r x r' computation."""
+        if name not in self.factors or name not in other.factors:
+            return 0.0
+        (a, b, s), (a2, b2, s2) = self.factors[name], other.factors[name]
+        return s * s2 * float(((b.double().T @ b2.double()) * (a.double() @ a2.double().T)).sum())
+
     def delta_rows(self, name: str, first: int, rows: int) -> torch.Tensor:
         """scale * B[first:first+rows] A, float32."""
         a, b, scale = self.factors[name]

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
+from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, DIRECTION_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
 
-MERGE_FIGURES = {"specialization": SPECIALIZATION_FIGURE, "decisions": DECISIONS_FIGURE}
+MERGE_FIGURES = {"specialization": SPECIALIZATION_FIGURE, "direction": DIRECTION_FIGURE, "decisions": DECISIONS_FIGURE}
 
 # Short symbols for the parameters a paper would write as Greek letters.
 _SYMBOLS = {"tau": "τ", "alpha": "α", "beta": "β", "lambda": "λ"}

@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from safeswap.decide.plan_figures import decisions_figure, specialization_figure
+from safeswap.decide.plan_figures import unit_figures
 from safeswap.decide.plan_file import MergePlan
-from safeswap.merged_folder import DECISIONS_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
+from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.read.inputs import Inputs
 from safeswap.read.shards import TOKENIZER_FILES
 from safeswap.write.manifest import write_manifest
@@ -51,12 +51,9 @@ def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: st
 
 
 def write_figures(plan: MergePlan, folder: Path) -> None:
-    """specialization.png (when the units carry statistics) and decisions.png, for unit-based plans."""
-    if not plan.units:
-        return
-    if all("d" in u for u in plan.units):
-        specialization_figure(plan.units, plan.parameters.get("tau", 0.0), folder / SPECIALIZATION_FIGURE)
-    decisions_figure(plan.units, plan.num_layers, folder / DECISIONS_FIGURE)
+    """For unit-based plans: specialization.png (units carrying d), direction.png (units carrying cos:
+    direction plans) and decisions.png."""
+    unit_figures(plan.units, plan.num_layers, folder, plan.parameters)
 
 
 def finish_output(inputs: Inputs, plan: MergePlan, folder: Path, shard_hashes: dict[str, str],

@@ -19,7 +19,7 @@ from typing import Any
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.replay import check_plan_fits
 from safeswap.decide.plan_file import MergePlan, check_fingerprints
-from safeswap.decide.planning import build_plan, measure_languages, model_records, operations
+from safeswap.decide.planning import build_plan, measure_languages, model_records, needs_dots, operations
 from safeswap.decide.statistics import Statistics
 from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
@@ -83,7 +83,8 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
     """One plan per language, from statistics measured once for all of them when the method needs them."""
     stats = None
     if get_method(recipe.method).uses_statistics:
-        stats = measure_languages(inputs, list(keys.values()), settings.show_progress, settings.allow_nonfinite)
+        stats = measure_languages(inputs, list(keys.values()), settings.show_progress, settings.allow_nonfinite,
+                                  needs_dots(recipe.method, recipe.parameters))
     plans = {}
     for code, view in views.items():
         records = model_records(view)

@@ -14,7 +14,7 @@ from safeswap.decide.plan_file import MergePlan
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.units import model_units
 
-UNIT_FIELDS = ("unit", "layer", "module", "projection", "decision", "alpha", "d", "p_safety", "p_language")
+UNIT_FIELDS = ("unit", "layer", "module", "projection", "decision", "alpha", "d", "p_safety", "p_language", "cos")
 
 
 def check_plan_fits(plan: MergePlan, architecture: str | None, num_layers: int, roles: dict, where: str = "plan") -> None:
