@@ -117,7 +117,9 @@ def test_no_multijail_prompt_was_trained_on(demo):
 
     paths = yaml.safe_load(plan.read_text())["models"]
     for role in ("safety", "language"):
-        examples = (os.path.join(paths[role]["path"], "training_data.jsonl"))
+        adapter = Path(paths[role]["path"])
+        assert adapter.name == "adapter" and (adapter / "adapter_config.json").is_file()  # merged as a LoRA adapter
+        examples = adapter.parent / "training_data.jsonl"
         with open(examples, encoding="utf-8") as f:
             for line in f:
                 prompt = json.loads(line)["prompt"]
