@@ -1,17 +1,9 @@
 """mergekit 0.1.5 interop: exported plans and the shared methods give mergekit's weights.
 
-mergekit runs from its own virtualenv (its pins may clash with ours), as a subprocess:
-
-    python -m venv .venv-mergekit
-    .venv-mergekit/bin/pip install torch==2.13.0 && .venv-mergekit/bin/pip install mergekit==0.1.5
-
-(SAFESWAP_MERGEKIT_YAML may point at another mergekit-yaml.) All mergekit runs start
-together in one module fixture, so the module costs about one mergekit start-up per core.
+mergekit runs from its own virtualenv (see tests/mergekit_helpers.py); all runs start
+together in one module fixture.
 """
 
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,21 +11,13 @@ import yaml
 
 import safeswap
 import tiny
+from mergekit_helpers import needs_mergekit, run_mergekit, tensors, within_one_ulp
 from safeswap.read.architecture import classify, family_for
-from safeswap.read.checkpoint import Checkpoint
 from safeswap.decide.methods import load_plan
 from safeswap.decide.plan_file import MergePlan
-from safeswap.decide.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
+from safeswap.decide.mergekit_export import mergekit_config, mergekit_yaml
 from safeswap.decide.methods import get_method
 from safeswap.decide.operations import Take
-
-REPO = Path(__file__).resolve().parents[1]
-MERGEKIT = Path(os.environ.get("SAFESWAP_MERGEKIT_YAML", REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))
-
-needs_mergekit = pytest.mark.skipif(
-    not MERGEKIT.exists(),
-    reason=f"mergekit-yaml not found at {MERGEKIT}; install mergekit==0.1.5 into .venv-mergekit (see module docstring)",
-)
 
 # name -> (family, layers, safeswap merge keyword arguments)
 CASES = {
@@ -55,46 +39,9 @@ def results(tmp_path_factory):
     for family, layers, _ in CASES.values():
         if (family, layers) not in triples:
             triples[family, layers] = tiny.make_triple(root / f"{family}{layers}", family, layers=layers)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    runs = {}
-    for case, (family, layers, kwargs) in CASES.items():
-        triple = triples[family, layers]
-        ours = safeswap.merge(*triple, out=root / case / "safeswap", **kwargs)
-        config = root / case / "mergekit.yaml"
-        export_mergekit(ours / "safeswap-plan.yaml", config)
-        theirs = root / case / "mergekit"
-        process = subprocess.Popen([str(MERGEKIT), str(config), str(theirs)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, env=env)
-        runs[case] = (ours, theirs, triple, process)
-    out = {}
-    for case, (ours, theirs, folders, process) in runs.items():
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, f"mergekit failed on {case}: {err.decode(errors='replace')[-2000:]}"
-        out[case] = (ours, theirs, folders)
-    return out
-
-
-def tensors(folder):
-    with Checkpoint(folder) as ckpt:
-        return {name: ckpt.read(name).float() for name in ckpt.ordered_names()}
-
-
-def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
-    """The spacing of bfloat16 numbers at |x| (8 significand bits)."""
-    _, exponent = torch.frexp(x.abs())  # |x| = m * 2^e, m in [0.5, 1)
-    return torch.ldexp(torch.ones_like(x), exponent - 8).clamp_min(2.0 ** -133)
-
-
-def within_one_ulp(ours, theirs, inputs) -> torch.Tensor:
-    """|ours - theirs| <= one bf16 ulp of the result.
-
-    Where the experts cancel (a result near 0), float32 rounding of the terms
-    (mergekit fuses multiply-add, safeswap rounds each product) is the honest
-    bound instead: one float32 epsilon of the summed input magnitudes.
-    """
-    ulp = bf16_ulp(torch.maximum(ours.abs(), theirs.abs()))
-    cancellation = 2.0 ** -23 * sum(x.abs() for x in inputs)
-    return (ours - theirs).abs() <= torch.maximum(ulp, cancellation)
+    merges = {case: (safeswap.merge(*triples[family, layers], out=root / case / "safeswap", **kwargs), triples[family, layers])
+              for case, (family, layers, kwargs) in CASES.items()}
+    return run_mergekit(merges, root)
 
 
 @needs_mergekit

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,9 @@ import yaml
 
 import safeswap
 import tiny
+from mergekit_helpers import MERGEKIT, bf16_ulp, needs_mergekit, run_mergekit, tensors, within_one_ulp
 from cli_helpers import assert_refused, run_cli
-from safeswap.decide.mergekit_export import export_mergekit, mergekit_config, mergekit_yaml
+from safeswap.decide.mergekit_export import mergekit_config, mergekit_yaml
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.slerp import DOT_THRESHOLD, Slerp, slerp
 from safeswap.decide.operations import Take
@@ -22,29 +22,7 @@ from safeswap.decide.plan_file import MergePlan
 from safeswap.errors import SafeswapError
 from safeswap.read.checkpoint import Checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-MERGEKIT = Path(os.environ.get("SAFESWAP_MERGEKIT_YAML", REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))
-needs_mergekit = pytest.mark.skipif(
-    not MERGEKIT.exists(),
-    reason=f"mergekit-yaml not found at {MERGEKIT}; install mergekit==0.1.5 into .venv-mergekit "
-           "(see tests/test_mergekit_interop.py)",
-)
-
 T = 0.3
-
-
-def bf16_ulp(x: torch.Tensor) -> torch.Tensor:
-    """The spacing of bfloat16 numbers at |x| (8 significand bits)."""
-    _, exponent = torch.frexp(x.abs())
-    return torch.ldexp(torch.ones_like(x), exponent - 8).clamp_min(2.0 ** -133)
-
-
-def within_one_ulp(ours, theirs, inputs) -> torch.Tensor:
-    """|ours - theirs| <= one bf16 ulp of the result, or, where the experts cancel (a result near 0),
-    one float32 epsilon of the summed input magnitudes (float32 rounding of the terms is then the honest bound)."""
-    ulp = bf16_ulp(torch.maximum(ours.abs(), theirs.abs()))
-    cancellation = 2.0 ** -23 * sum(x.abs() for x in inputs)
-    return (ours - theirs).abs() <= torch.maximum(ulp, cancellation)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +33,6 @@ def triple(tmp_path_factory):
 @pytest.fixture(scope="module")
 def merged(triple, tmp_path_factory):
     return safeswap.merge(*triple, out=tmp_path_factory.mktemp("slerp") / "m", method="slerp", parameters={"t": T})
-
-
-def read_all(folder):
-    with Checkpoint(folder) as ckpt:
-        return {name: ckpt.read(name).float() for name in ckpt.ordered_names()}
 
 
 def read_bytes(folder):
@@ -103,8 +76,8 @@ def test_two_small_tensors_by_hand():
 
 
 def test_merge_is_the_float64_formula_within_one_bf16_ulp(merged, triple):
-    _, safety, language = (read_all(f) for f in triple)
-    result = read_all(merged)
+    _, safety, language = (tensors(f) for f in triple)
+    result = tensors(merged)
     assert set(result) == set(language)
     branches = set()
     for name, got in result.items():
@@ -119,8 +92,8 @@ def test_merge_is_the_float64_formula_within_one_bf16_ulp(merged, triple):
 def test_t_is_the_safety_experts_share(merged, triple):
     """At t = 0.3 a tensor the safety expert changed a lot lies nearer the language expert."""
     name = "model.layers.1.mlp.up_proj.weight"
-    _, safety, language = (read_all(f)[name] for f in triple)
-    result = read_all(merged)[name]
+    _, safety, language = (tensors(f)[name] for f in triple)
+    result = tensors(merged)[name]
     assert cosine64(language, safety) < DOT_THRESHOLD
     assert (result - language).norm() < (result - safety).norm()
 
@@ -164,7 +137,7 @@ def test_the_ends_of_t_take_an_expert_byte_for_byte(triple, tmp_path, t, source)
     experts = dict(zip(("base", "safety", "language"), triple))
     assert read_bytes(out) == read_bytes(experts[source])
     # and mergekit's formula gives the same values there: the take changes nothing but signed zeros
-    _, safety, language = (read_all(f) for f in triple)
+    _, safety, language = (tensors(f) for f in triple)
     name = "model.layers.1.mlp.up_proj.weight"
     formula = slerp(t, language[name].clone(), safety[name].clone())
     assert torch.equal(formula, {"safety": safety, "language": language}[source][name])
@@ -240,31 +213,19 @@ def mergekit_runs(tmp_path_factory):
     """{case: (safeswap folder, mergekit folder, (base, safety, language))}; the mergekit runs go in parallel."""
     root = tmp_path_factory.mktemp("slerp-interop")
     cases = {"llama": ("llama", 4, False, 0.3), "qwen2-tied": ("qwen2", 3, True, 0.75)}
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    runs = {}
+    merges = {}
     for case, (family, layers, tie, t) in cases.items():
         folders = tiny.make_triple(root / case / "models", family, layers=layers, tie=tie)
-        ours = safeswap.merge(*folders, out=root / case / "safeswap", method="slerp", parameters={"t": t})
-        config = root / case / "mergekit.yaml"
-        export_mergekit(ours / "safeswap-plan.yaml", config)
-        theirs = root / case / "mergekit"
-        process = subprocess.Popen([str(MERGEKIT), str(config), str(theirs)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, env=env)
-        runs[case] = (ours, theirs, folders, process)
-    out = {}
-    for case, (ours, theirs, folders, process) in runs.items():
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, f"mergekit failed on {case}: {err.decode(errors='replace')[-2000:]}"
-        out[case] = (ours, theirs, folders)
-    return out
+        merges[case] = (safeswap.merge(*folders, out=root / case / "safeswap", method="slerp", parameters={"t": t}), folders)
+    return run_mergekit(merges, root)
 
 
 @needs_mergekit
 @pytest.mark.parametrize("case", ["llama", "qwen2-tied"])
 def test_mergekit_gives_the_same_weights_within_one_bf16_ulp(mergekit_runs, case):
     ours, theirs, folders = mergekit_runs[case]
-    a, b = read_all(ours), read_all(theirs)
-    inputs = [read_all(f) for f in folders[1:]]
+    a, b = tensors(ours), tensors(theirs)
+    inputs = [tensors(f) for f in folders[1:]]
     assert set(a) == set(b)
     exact = total = 0
     for name in a:

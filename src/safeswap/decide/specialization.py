@@ -146,8 +146,10 @@ def _norms(inputs: Inputs, name: str, experts: tuple[str, ...], allow_nonfinite:
             if i == 0:
                 lead = x
             elif dots:
-                products[i - 1] += (torch.dot(lead.view(-1), x.view(-1)).item() if lead is not None
-                                    else low[0].dot_rows(name, first, rows, x))
+                # A native multiply-and-sum, not torch.dot: BLAS's dot may split the sum by its own threads,
+                # which made the same tensor's dot differ between runs.
+                products[i - 1] += (torch.mul(lead, x, out=ws.floats("product", b.numel()).view(b.shape)).sum().item()
+                                    if lead is not None else low[0].dot_rows(name, first, rows, x))
     norms = [math.sqrt(v) for v in squares]
     for i, adapter in enumerate(low):
         if adapter is not None:
