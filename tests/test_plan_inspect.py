@@ -72,6 +72,18 @@ def test_decision_table_rows():
     for row in ("layer.0.attention │ language", "layer.0.mlp       │ blend a=0.5", "layer.1.mlp       │ safety"):
         assert row in text
     assert "+0.1000" in text and "-0.1000" in text and "p_S" in text
+    assert "cos" not in text  # norm plans carry no cosine
+
+
+def test_decision_table_shows_the_direction_criterions_cosine():
+    plan = module_plan({(0, "attention"): "safety", (0, "mlp"): "language", (1, "attention"): "blend",
+                        (1, "mlp"): "safety"})
+    for unit, cos in zip(plan.units, (-0.25, 0.5, 0.0, -0.75)):
+        unit["cos"] = cos
+    console = Console(record=True, width=200)
+    console.print(decision_table(plan))
+    text = console.export_text()
+    assert "cos" in text and "-0.2500" in text and "+0.5000" in text and "-0.7500" in text
 
 
 def test_diff_of_same_units_lists_changed_decisions():

@@ -97,10 +97,12 @@ def _number(value) -> str:
 
 
 def decision_table(plan: MergePlan, title: str | None = None) -> Table:
-    """unit, decision (with its blend weight), d, p_S, p_L: one row per unit."""
+    """unit, decision (with its blend weight), d, p_S, p_L, and cos where the plan has it: one row per unit."""
     table = Table(title=title, show_lines=False, header_style="bold")
     scored = any("d" in u for u in plan.units)  # methods that ignore the statistics leave these out
+    directed = any("cos" in u for u in plan.units)  # plans of the direction criterion
     columns = [("unit", "left"), ("decision", "left")] + ([("d", "right"), ("p_S", "right"), ("p_L", "right")] if scored else [])
+    columns += [("cos", "right")] if directed else []
     for column, justify in columns:
         table.add_column(column, justify=justify)
     colours = {"safety": "blue", "language": "dark_orange", "blend": "green"}
@@ -113,6 +115,8 @@ def decision_table(plan: MergePlan, title: str | None = None) -> Table:
         row = [str(u["unit"]), f"[{colours[decision]}]{label}[/]"]
         if scored:
             row += [_number(u.get("d")), "" if p_s is None else f"{p_s:.4f}", "" if p_l is None else f"{p_l:.4f}"]
+        if directed:
+            row.append(_number(u.get("cos")))
         table.add_row(*row)
     return table
 
