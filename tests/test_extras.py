@@ -30,6 +30,8 @@ FEATURES = {
     "demo": ("safeswap.demo",),
     "eval": ("safeswap.evaluation.general", "safeswap.evaluation.general_cli"),
     "vllm": ("safeswap.evaluation.backends.vllm",),
+    "ray": ("safeswap.search.executors",),  # before "search": the first matching prefix owns a module
+    "search": ("safeswap.search",),
 }
 # Imports that are optional where they stand: the code falls back without them. Each
 # still has to be declared by the extra that turns it on.
@@ -44,7 +46,7 @@ IMPLIED_BY_IMPORT = {"lm_eval": ("accelerate",)}
 # install without some extra lacks its packages).
 KNOWN_DISTRIBUTIONS = {
     "vllm": "vllm", "lm_eval": "lm-eval", "datasets": "datasets", "yaml": "pyyaml", "gguf": "gguf", "peft": "peft",
-    "pip": "pip", "hypothesis": "hypothesis",
+    "pip": "pip", "hypothesis": "hypothesis", "optuna": "optuna", "ray": "ray",
 }
 
 

@@ -328,11 +328,13 @@ def _mount_subcommands() -> None:
     from safeswap.evaluation.cli import eval_app
     from safeswap.evaluation.general_cli import general_command
     from safeswap.report.cli import report_command
+    from safeswap.search.cli import search_command
 
     eval_app.command("general")(general_command)
     eval_app.command("all")(all_command)
     app.add_typer(eval_app, name="eval")
     app.command("report")(report_command)
+    app.command("search")(search_command)
 
 
 _mount_subcommands()

@@ -1,0 +1,49 @@
+"""`safeswap search --base B --safety S --language L --config search.yaml --out DIR`: a thin command over run.search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def search_command(
+    base: str = typer.Option(..., "--base", help="Base model (folder or hub id)."),
+    safety: str = typer.Option(..., "--safety", help="English safety expert (folder or hub id)."),
+    language: str = typer.Option(..., "--language", help="Language expert (folder or hub id)."),
+    config: Path = typer.Option(..., "--config", help="Search space YAML (methods, ranges, constraints, budget)."),
+    out: Path = typer.Option(..., "--out", help="Search folder; an existing one is resumed."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Total searched trials (default: the config's)."),
+    workers: int = typer.Option(1, "--workers", help="Candidates evaluated at once in a local process pool."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Run candidates as Ray tasks on this cluster ('local': ray.init here)."),
+    gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="GPUs each Ray task requests."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: DIR/search.db, SQLite)."),
+    multijail: Optional[Path] = typer.Option(None, "--multijail", help="MultiJail CSV/JSONL (default: the shipped copy)."),
+    benign: Optional[Path] = typer.Option(None, "--benign", help="Benign prompts CSV/JSONL (default: the shipped set)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the probe (default: cpu)."),
+) -> None:
+    """Search merge methods and parameters for a merge safe in the target language that does not refuse everything."""
+    from rich.console import Console
+
+    from safeswap.errors import SafeswapError
+    from safeswap.search.run import search
+    from safeswap.search.space import load_space
+    from safeswap.search.study import require_optuna
+
+    if trials is not None and trials < 1:
+        raise SafeswapError(f"--trials must be at least 1, got {trials}")
+    if workers < 1:
+        raise SafeswapError(f"--workers must be at least 1, got {workers}")
+    space = load_space(config)
+    require_optuna()
+    console = Console(stderr=True)
+    summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
+                     gpus_per_candidate=gpus_per_candidate, workers=workers, storage=storage, multijail=multijail,
+                     benign=benign, device=device,
+                     on_batch=lambda done: console.print(f"{done} trials finished"))
+    console.print(summary["statement"])
+    if summary["plan"]:
+        console.print(f"recommended plan: {summary['plan']} (replay with `safeswap merge --plan`)")
+    console.print(f"wrote {out / 'candidates.csv'}, {out / 'pareto.png'}, {out / 'search.json'}")

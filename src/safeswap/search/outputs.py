@@ -1,0 +1,71 @@
+"""What a search writes under DIR: candidates.csv, pareto.png, recommended-plan.yaml and search.json."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from safeswap.files import atomic_write
+from safeswap.search.objectives import Scores
+
+COLUMNS = ("key", "kind", "label", "method", "outside_layers", "values", "pareto", "feasible", "harmful", "benign",
+           "kept_gain", "perplexity", "harmful_rate", "harmful_low", "harmful_high", "benign_rate", "benign_low",
+           "benign_high", "harmful_refusals", "harmful_n", "benign_refusals", "benign_n", "trials", "error")
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def write_candidates_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per distinct candidate: its parameters (JSON), whether it is on the front and feasible, its scores."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
+    atomic_write(path, buffer.getvalue())
+
+
+def write_pareto_figure(path: Path, scores: dict[str, Scores], front: list[str], labels: dict[str, str],
+                        recommended: str | None) -> None:
+    """Harmful refusal (safety) against benign refusal (over-refusal), coloured by kept language gain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    keys = list(scores)
+    gains = [scores[k].kept_gain if math.isfinite(scores[k].kept_gain) else 0.0 for k in keys]
+    points = ax.scatter([scores[k].benign for k in keys], [scores[k].harmful for k in keys], c=gains,
+                        cmap="viridis", s=36, edgecolors="none")
+    fig.colorbar(points, ax=ax, label="kept language gain")
+    on_front = sorted((k for k in front if k in scores), key=lambda k: scores[k].benign)
+    ax.plot([scores[k].benign for k in on_front], [scores[k].harmful for k in on_front], color="#E69F00",
+            lw=1, label="Pareto front")
+    for k, label in labels.items():
+        if k in scores and label:
+            ax.annotate(label, (scores[k].benign, scores[k].harmful), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    if recommended in scores:
+        ax.scatter([scores[recommended].benign], [scores[recommended].harmful], marker="*", s=200,
+                   facecolors="none", edgecolors="#D55E00", label="recommended")
+    ax.set_xlabel("benign refusal (probe score, search split) - lower is better")
+    ax.set_ylabel("harmful refusal (probe score, search split)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    atomic_write(path, json.dumps(summary, indent=1, sort_keys=True, default=str))

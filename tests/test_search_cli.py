@@ -1,0 +1,52 @@
+"""The search command: mounted on a Typer app, bad input in one line, and without Optuna a line naming the extra."""
+
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from safeswap.errors import SafeswapError
+from safeswap.search.cli import search_command
+
+
+def app():
+    application = typer.Typer()
+    application.command("search")(search_command)
+    application.command("noop", hidden=True)(lambda: None)  # a group, so "search" is a subcommand
+    return application
+
+
+def invoke(args):
+    return CliRunner().invoke(app(), ["search", *args])
+
+
+def test_help_lists_the_flags():
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    for flag in ("--config", "--ray-address", "--gpus-per-candidate", "--trials", "--storage"):
+        assert flag in result.output
+
+
+def test_a_bad_config_is_one_line(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("methods: {adaptive: {tau: {low: 1, high: 0.1}}}\n")
+    result = invoke(["--base", "b", "--safety", "s", "--language", "l", "--config", str(config), "--out", str(tmp_path)])
+    assert isinstance(result.exception, SafeswapError)
+    assert str(result.exception) == "search space: methods.adaptive.tau: low 1 is above high 0.1"
+
+
+def test_without_optuna_the_error_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    config = tmp_path / "s.yaml"
+    config.write_text("methods: {linear: {weight: 0.5}}\n")
+    result = invoke(["--base", "b", "--safety", "s", "--language", "l", "--config", str(config), "--out", str(tmp_path)])
+    assert str(result.exception) == "safeswap search needs Optuna: pip install 'safeswap[search]'"
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    from safeswap.search.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(SafeswapError, match=r"^--ray-address needs Ray: pip install 'safeswap\[ray\]'$"):
+        make_executor("local")
