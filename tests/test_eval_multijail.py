@@ -1,4 +1,4 @@
-"""Loading MultiJail (the real CSV from ../shared), the seeded subset, scenarios, benign prompts."""
+"""Loading MultiJail (the real CSV, as shipped in the package), the seeded subset, scenarios, benign prompts."""
 
 from __future__ import annotations
 
