@@ -313,7 +313,8 @@ def demo(
     """The whole pipeline on a real small model, offline, on CPU: train a safety and a language expert from
     SmolLM2-135M-Instruct, merge them three ways, evaluate every model, and write a report.
 
-    Everything comes from PyPI (model, training data); the first run takes about 16 minutes on two cores,
+    Everything comes from PyPI (model, training data). The first run trains two experts and evaluates eight
+    models (16 min for six models on two idle cores; 43 min for eight with other jobs sharing the cores);
     later runs reuse the cached experts and answers.
     """
     from safeswap.demo.run import run_demo

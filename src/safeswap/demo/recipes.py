@@ -1,8 +1,9 @@
 """The demo's recipes: how much data, how many training steps, what to evaluate.
 
-FULL is the demo's first run (16 minutes on two idle CPU cores, 5 of them
-training both experts); QUICK runs every stage with a few steps and prompts (under
-five minutes), for trying the demo out and for the test suite.
+FULL is the demo's first run (16 minutes on two idle CPU cores for six models, 5 of them
+training both experts; 43 minutes for the eight models evaluated now, with other jobs
+sharing the cores); QUICK runs every stage with a few steps and prompts (under five
+minutes), for trying the demo out and for the test suite.
 An expert's cache key is the hash of its recipe, its data and its base, so
 changing any of them trains a new expert and never reuses a stale one.
 """
