@@ -1,4 +1,4 @@
-"""Running the CLI in-process and checking a refusal: one line, exit 2, nothing left at the output path."""
+"""Test helpers: the CLI run in-process, a refusal checked (one line, exit 2, nothing left), model folders copied or laid out as a hub cache."""
 
 import shutil
 import sys
@@ -34,3 +34,15 @@ def assert_refused(monkeypatch, capsys, out, expected, *args):
 
 def merge_args(base, safety, language):
     return ["merge", "--base", base, "--safety", safety, "--language", language]
+
+
+def fake_hub_snapshot(model, hub):
+    """A Hugging Face cache layout under hub/: snapshots/<rev>/ whose files are symlinks into ../../blobs."""
+    repo = hub / "models--org--name"
+    snapshot = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for f in model.iterdir():
+        shutil.copy(f, repo / "blobs" / f"blob-{f.name}")
+        (snapshot / f.name).symlink_to(f"../../blobs/blob-{f.name}")
+    return snapshot

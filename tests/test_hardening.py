@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tiny
-from cli_helpers import assert_refused, copy_model, merge_args, run_cli
+from cli_helpers import assert_refused, copy_model, fake_hub_snapshot, merge_args, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +167,7 @@ def test_hub_cache_symlinks_into_blobs_are_allowed(triple, tmp_path):
     from safeswap.read.checkpoint import Checkpoint
 
     _, _, language = triple
-    repo = tmp_path / "models--org--name"
-    snapshot = repo / "snapshots" / "abc123"
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for f in language.iterdir():
-        shutil.copy(f, repo / "blobs" / f"blob-{f.name}")
-        (snapshot / f.name).symlink_to(f"../../blobs/blob-{f.name}")
+    snapshot = fake_hub_snapshot(language, tmp_path)
     with Checkpoint(snapshot) as ckpt:
         assert "model.embed_tokens.weight" in ckpt.tensors
 

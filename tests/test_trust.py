@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import tiny
-from cli_helpers import assert_refused, copy_model, merge_args, run_cli
+from cli_helpers import assert_refused, copy_model, fake_hub_snapshot, merge_args, run_cli
 from safeswap.read.shards import TOKENIZER_FILES
 
 
@@ -95,18 +95,6 @@ def test_symlinked_input_is_compared_after_resolving(monkeypatch, capsys, models
     base, safety, _ = triple_of(models)
     args = [*merge_args(base, safety, link), "--out", models / "language" / "out"]
     refused_cleanly(monkeypatch, capsys, args, "lies inside the language model's folder", [models])
-
-
-def fake_hub_snapshot(model: Path, hub: Path) -> Path:
-    """A Hugging Face cache layout: snapshots/<rev>/ whose files are symlinks into ../../blobs."""
-    repo = hub / "models--org--name"
-    snapshot = repo / "snapshots" / "abc123"
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for f in model.iterdir():
-        shutil.copy(f, repo / "blobs" / f"blob-{f.name}")
-        (snapshot / f.name).symlink_to(f"../../blobs/blob-{f.name}")
-    return snapshot
 
 
 @pytest.mark.parametrize("where", [
