@@ -24,7 +24,7 @@ def invoke(args):
 def test_help_lists_the_flags():
     result = invoke(["--help"])
     assert result.exit_code == 0
-    for flag in ("--config", "--ray-address", "--gpus-per-candidate", "--trials", "--storage"):
+    for flag in ("--config", "--ray-address", "--gpus-per-candidate", "--cpus-per-candidate", "--trials", "--storage"):
         assert flag in result.output
 
 
@@ -50,3 +50,17 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(SafeswapError, match=r"^--ray-address needs Ray: pip install 'safeswap\[ray\]'$"):
         make_executor("local")
+
+
+def test_an_adapter_expert_is_refused_in_one_line(tmp_path):
+    """The probe loads experts with transformers, which cannot load an adapter folder alone: refused up front."""
+    from safeswap.search.run import prepare
+    from safeswap.search.space import parse_space
+
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    space = parse_space({"methods": {"linear": {"weight": 0.5}}})
+    with pytest.raises(SafeswapError, match="language expert .* is a LoRA adapter; safeswap search takes full checkpoints"):
+        prepare(str(tmp_path / "base"), str(tmp_path / "safety"), str(adapter), space, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ def search_command(
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="Run candidates as Ray tasks on this cluster ('local': ray.init here)."),
     gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="GPUs each Ray task requests."),
+    cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="CPUs each Ray task requests."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: DIR/search.db, SQLite)."),
     multijail: Optional[Path] = typer.Option(None, "--multijail", help="MultiJail CSV/JSONL (default: the shipped copy)."),
     benign: Optional[Path] = typer.Option(None, "--benign", help="Benign prompts CSV/JSONL (default: the shipped set)."),
@@ -40,7 +41,7 @@ def search_command(
     require_optuna()
     console = Console(stderr=True)
     summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
-                     gpus_per_candidate=gpus_per_candidate, workers=workers, storage=storage, multijail=multijail,
+                     gpus_per_candidate=gpus_per_candidate, cpus_per_candidate=cpus_per_candidate, workers=workers, storage=storage, multijail=multijail,
                      benign=benign, device=device,
                      on_batch=lambda done: console.print(f"{done} trials finished"))
     console.print(summary["statement"])

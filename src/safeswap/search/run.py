@@ -16,6 +16,7 @@ from safeswap.decide.statistics import load_statistics, save_statistics
 from safeswap.errors import SafeswapError
 from safeswap.evaluation.multijail import check_languages_present, load_benign, load_bundled, load_multijail
 from safeswap.files import atomic_write
+from safeswap.read.adapter import is_adapter_folder
 from safeswap.search.candidates import Candidate, references
 from safeswap.search.executors import make_executor
 from safeswap.search.objectives import Scores, feasible, pareto_front, recommend, with_gain
@@ -44,6 +45,11 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
             multijail: str | Path | None = None, benign: str | Path | None = None,
             ability: list[str] | None = None, device: str | None = None) -> SearchContext:
     """The search context: prompts of the search split, statistics measured once (or read back on resume)."""
+    for role, ref in (("safety", safety), ("language", language)):
+        if Path(ref).expanduser().is_dir() and is_adapter_folder(Path(ref).expanduser()):
+            # The probe loads each expert with transformers, which cannot load an adapter folder alone.
+            raise SafeswapError(f"{role} expert {ref} is a LoRA adapter; safeswap search takes full checkpoints "
+                                "for now: merge the adapter into its base first (PEFT's merge_and_unload)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _inputs_record(out, {"base": str(base), "safety": str(safety), "language": str(language),
@@ -81,14 +87,15 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
 
 
 def search(base: str, safety: str, language: str, space: SearchSpace, out: str | Path, *, trials: int | None = None,
-           ray_address: str | None = None, gpus_per_candidate: float = 0, workers: int = 1,
+           ray_address: str | None = None, gpus_per_candidate: float = 0, cpus_per_candidate: float = 1,
+           workers: int = 1,
            storage: str | None = None, multijail: str | Path | None = None, benign: str | Path | None = None,
            ability: list[str] | None = None, device: str | None = None, on_batch=None) -> dict[str, Any]:
     """Run (or resume) a search; returns the summary written to DIR/search.json."""
     require_optuna()
     out = Path(out)
     context = prepare(base, safety, language, space, out, multijail, benign, ability, device)
-    executor = make_executor(ray_address, workers, gpus_per_candidate)
+    executor = make_executor(ray_address, workers, gpus_per_candidate, cpus_per_candidate)
     try:
         models = reference_models(context)
         refs = references(space, context.statistics.num_layers)

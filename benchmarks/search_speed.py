@@ -1,0 +1,95 @@
+"""Candidates per hour of `safeswap search` on the demo's 135M experts: in-process, and 1 against 2 Ray workers.
+
+Uses the demo's base model and experts (full weights) from $SAFESWAP_CACHE (or --cache), training
+them first when they are missing (as `safeswap demo` does). Each contender is one
+`safeswap search` process with its own search folder, the same search space and seed:
+
+  in-process              one candidate at a time in the search process
+  ray, 1 worker           a local Ray with 2 CPUs, each candidate asking for both
+  ray, 2 workers          a local Ray with 2 CPUs, each candidate asking for one
+
+and prints wall time, candidates evaluated (references included) and candidates per hour,
+end to end: the statistics and the base and experts' probe scores count in the time.
+Only the probe stage exists in `safeswap search` today, so every figure is probe-screened
+candidates. Run from the repository root:
+
+  python benchmarks/search_speed.py                   # 6 trials, 16 harmful and 16 benign probe prompts
+  python benchmarks/search_speed.py --trials 12 --probe 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPACE = """seed: 0
+trials: {trials}
+parallel: 2
+languages: [ko]
+probe: {{harmful: {probe}, benign: {probe}, batch_size: 8, max_length: 192}}
+constraints: {{max_benign_refusal_over_language: 0.1, min_kept_language_gain: 0.7}}
+methods:
+  adaptive: {{tau: {{low: 0.0001, high: 0.01, log: true}}, alpha: {{low: 0.2, high: 0.8}}}}
+  linear: {{weight: {{low: 0.2, high: 0.8}}}}
+  layer-swap: {{bottom: {{low: 2, high: 10}}, top: {{low: 2, high: 10}}}}
+"""
+
+
+def experts(cache: str | None) -> tuple[Path, Path, Path]:
+    """The demo's base and its two experts (full weights: the search probes experts with transformers),
+    from the cache or trained now (in a child)."""
+    code = ("import json, sys; from safeswap.demo.experts import build_experts; "
+            "m = build_experts('ko', cache=sys.argv[1] or None, show_progress=False); "
+            "print(json.dumps([str(m.base), str(m.safety), str(m.language)]))")
+    out = subprocess.run([sys.executable, "-c", code, cache or ""], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"could not prepare the demo's experts:\n{out.stderr[-2000:]}")
+    return tuple(Path(p) for p in json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run(label: str, folders, config: Path, out: Path, extra: list[str]) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "safeswap.cli", "search", "--base", str(folders[0]), "--safety", str(folders[1]),
+           "--language", str(folders[2]), "--config", str(config), "--out", str(out), *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed:\n{proc.stderr[-2000:]}")
+    summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
+    candidates = summary["candidates"]
+    print(f"{label:<18} wall {wall:7.1f} s   candidates {candidates:3d}   {3600 * candidates / wall:6.1f} per hour", flush=True)
+    return {"label": label, "wall": wall, "candidates": candidates}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", default=os.environ.get("SAFESWAP_CACHE"), help="the demo's cache (default: $SAFESWAP_CACHE)")
+    ap.add_argument("--work", type=Path, default=Path(".bench-cache/search"))
+    ap.add_argument("--trials", type=int, default=6)
+    ap.add_argument("--probe", type=int, default=16, help="harmful and benign probe prompts each")
+    ap.add_argument("--no-ray", action="store_true", help="time the in-process search only")
+    args = ap.parse_args()
+
+    folders = experts(args.cache)
+    args.work.mkdir(parents=True, exist_ok=True)
+    config = args.work / "search.yaml"
+    config.write_text(SPACE.format(trials=args.trials, probe=args.probe), encoding="utf-8")
+    results = [run("in-process", folders, config, args.work / "in-process", [])]
+    if not args.no_ray:
+        results.append(run("ray, 1 worker", folders, config, args.work / "ray-1",
+                           ["--ray-address", "local", "--cpus-per-candidate", "2"]))
+        results.append(run("ray, 2 workers", folders, config, args.work / "ray-2",
+                           ["--ray-address", "local", "--cpus-per-candidate", "1"]))
+        one, two = results[1], results[2]
+        print(f"\n2 Ray workers against 1: candidates per hour x{(two['candidates'] / two['wall']) / (one['candidates'] / one['wall']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
