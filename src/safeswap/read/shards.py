@@ -27,49 +27,44 @@ TOKENIZER_FILES = (
 SIDE_FILES = ("generation_config.json", *TOKENIZER_FILES)
 
 
-def _allowed_roots(folder: Path) -> list[Path]:
-    """Where a model folder's files may really live.
-
-    The folder itself, and for a Hugging Face cache snapshot (…/models--org--name/
-    snapshots/<rev>/, whose files are symlinks into ../../blobs) that repo's blobs.
-    """
-    roots = [folder.resolve()]
+def _hub_repo(folder: Path) -> Path | None:
+    """The cached repo (…/models--org--name/) of a Hugging Face cache snapshot (…/snapshots/<rev>/), else None."""
     if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
-        roots.append((folder.parent.parent / "blobs").resolve())
-    return roots
+        return folder.parent.parent
+    return None
+
+
+def _allowed_roots(folder: Path) -> list[Path]:
+    """Where a model folder's files may really live: the folder, and for a hub snapshot (whose
+    files are symlinks into ../../blobs) that repo's blobs."""
+    repo = _hub_repo(folder)
+    return [folder.resolve()] + ([(repo / "blobs").resolve()] if repo else [])
 
 
 def _inside(folder: Path, target: Path) -> bool:
     resolved = target.resolve()
-    for root in _allowed_roots(folder):
-        if resolved == root or root in resolved.parents:
-            return True
-    return False
+    return any(resolved == root or root in resolved.parents for root in _allowed_roots(folder))
 
 
 def owned_roots(folder: Path) -> list[Path]:
     """Every folder whose contents belong to this input: the folder, and for a hub snapshot
     the whole cached repo (snapshots and blobs). An output may never touch any of them."""
     folder = Path(folder)
-    roots = [folder.resolve()]
-    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
-        roots.append(folder.parent.parent.resolve())
-    return roots
+    repo = _hub_repo(folder)
+    return [folder.resolve()] + ([repo.resolve()] if repo else [])
 
 
 def model_file(folder: Path, name: str) -> Path | None:
     """folder/name when it is a regular file that resolves inside the model folder; None when absent.
 
-    A file that resolves elsewhere (a symlink out of the folder) is refused in one line.
+    A file that resolves elsewhere (a symlink out of the folder, dangling or not) is refused in one line.
     """
     path = Path(folder) / name
-    if not path.is_file():
-        if path.is_symlink() and not _inside(folder, path):
-            raise SafeswapError(f"{path}: symlink leads outside the model folder; refused")
+    if not (path.is_file() or path.is_symlink()):
         return None
     if not _inside(folder, path):
         raise SafeswapError(f"{path}: symlink leads outside the model folder; refused")
-    return path
+    return path if path.is_file() else None
 
 
 def list_shards(folder: Path) -> list[Path]:
