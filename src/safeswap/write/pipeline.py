@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from safeswap.decide.methods import get_method
-from safeswap.decide.methods.replay import check_plan_fits
-from safeswap.decide.plan_file import MergePlan, check_fingerprints
+from safeswap.decide.methods.replay import check_replay
+from safeswap.decide.plan_file import MergePlan
 from safeswap.decide.planning import build_plan, measure_languages, model_records, needs_dots, operations
 from safeswap.decide.statistics import Statistics
 from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
 from safeswap.read.checkpoint import DTYPES
-from safeswap.read.inputs import Inputs, fingerprint, open_inputs
+from safeswap.read.inputs import Inputs, open_inputs
 from safeswap.write.destination import check_destination, check_free_space
 from safeswap.write.engine import OutputJob, execute, output_dtype
 from safeswap.write.hasher import input_hasher
@@ -98,8 +98,7 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
 
 
 def _replay(view: Inputs, plan: MergePlan) -> dict[str | None, MergePlan]:
-    check_fingerprints(plan, {r: fingerprint(m) for r, m in view.models.items()})
-    check_plan_fits(plan, view.receiver.architecture, view.num_layers, view.roles)
+    check_replay(plan, view)
     return {SINGLE: plan}
 
 

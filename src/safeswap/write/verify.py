@@ -7,15 +7,14 @@ from pathlib import Path
 import torch
 
 from safeswap.decide.methods import load_plan
-from safeswap.decide.methods.replay import check_plan_fits
+from safeswap.decide.methods.replay import check_replay
 from safeswap.decide.operations import Take
-from safeswap.decide.plan_file import check_fingerprints
 from safeswap.decide.planning import operations
 from safeswap.errors import SafeswapError
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.progress import task
 from safeswap.read.checkpoint import Checkpoint
-from safeswap.read.inputs import fingerprint, open_inputs
+from safeswap.read.inputs import open_inputs
 from safeswap.write.manifest import verify_outputs
 
 
@@ -30,8 +29,7 @@ def verify_folder(folder: Path, inputs: bool = False, show_progress: bool = Fals
     plan = load_plan(folder / PLAN_FILENAME)
     opened = open_inputs({r: m["path"] for r, m in plan.models.items()})
     try:
-        check_fingerprints(plan, {r: fingerprint(m) for r, m in opened.models.items()})
-        check_plan_fits(plan, opened.receiver.architecture, opened.num_layers, opened.roles)
+        check_replay(plan, opened)
         ops = operations(plan, opened)
         takes = [n for n, op in ops.items() if isinstance(op, Take)]
         with Checkpoint(folder, "merged") as merged, task("verifying", len(takes), show_progress, unit="tensors") as advance:

@@ -10,7 +10,8 @@ otherwise do nothing). Each problem is one line naming the entry.
 from __future__ import annotations
 
 from safeswap.errors import SafeswapError
-from safeswap.decide.plan_file import MergePlan
+from safeswap.decide.plan_file import MergePlan, check_fingerprints
+from safeswap.read.inputs import Inputs, fingerprint
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.units import model_units
 
@@ -48,3 +49,10 @@ def check_plan_fits(plan: MergePlan, architecture: str | None, num_layers: int, 
             f"{where}: no entry for unit {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; every unit of the model needs a decision"
         )
+
+
+def check_replay(plan: MergePlan, inputs: Inputs) -> None:
+    """Everything a replay checks against the opened models : that they are the models
+    the plan was made for (fingerprints), and that the plan fits them exactly."""
+    check_fingerprints(plan, {role: fingerprint(m) for role, m in inputs.models.items()})
+    check_plan_fits(plan, inputs.receiver.architecture, inputs.num_layers, inputs.roles)
