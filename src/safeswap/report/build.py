@@ -14,6 +14,7 @@ from safeswap.report.document import Document, Figure, MergeSection, safe_name
 from safeswap.report.figures import DPI, safety_bars, tradeoff
 from safeswap.report.html import render_html
 from safeswap.report.markdown import render_markdown
+from safeswap.report.search import read_search, search_section, unique_names
 from safeswap.report.tables import category_table, main_table
 
 REPORT_FILES = ("report.md", "report.html")
@@ -74,6 +75,8 @@ def _merge_sections(data: ReportData, root: Path) -> tuple[list[MergeSection], d
 
 
 def _tables(data: ReportData) -> list:
+    if not data.models:
+        return []
     tables = [main_table(data), category_table(data)]
     tables += [general_detail_table(data, b) for b in data.general_benchmarks]
     tables += [over_refusal_table(data), all_safety_table(data)]
@@ -95,11 +98,22 @@ def build_report(
     languages: list[str] | None = None,
     judge: str | None = None,
     title: str = "Safety and general ability",
+    searches: list[str | os.PathLike] | None = None,
 ) -> Path:
-    """Write the report for every result under runs_dir into out (replacing an earlier report there)."""
+    """Write the report for every result under runs_dir into out (replacing an earlier report there).
+
+    searches: `safeswap search` folders, each shown in a "Merge search" section; with them, a runs
+    folder without results gives a report of the searches alone.
+    """
     out = Path(out)
     _check_target(out)
-    data = collect(runs_dir, models=models, languages=languages, judge=judge)
+    search_warnings: list[str] = []
+    found = []
+    for folder in searches or []:
+        if not any(Path(folder).resolve() == f.folder.resolve() for f in found):  # the same folder twice shows once
+            found.append(read_search(folder, search_warnings))
+    data = collect(runs_dir, models=models, languages=languages, judge=judge, allow_empty=bool(found))
+    data.warnings += search_warnings
     out.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and swap it in, so a failure never leaves half a report.
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -107,7 +121,9 @@ def build_report(
         (work / "figures").mkdir()
         figures = _report_figures(data, work)
         merges, links = _merge_sections(data, work)
-        doc = Document(title, data, _tables(data), figures, merges, links)
+        names = unique_names([f.folder for f in found])
+        sections = [search_section(f, name, work) for f, name in zip(found, names)]
+        doc = Document(title, data, _tables(data), figures, merges, links, sections)
         (work / "report.md").write_text(render_markdown(doc), encoding="utf-8")
         (work / "report.html").write_text(render_html(doc, work), encoding="utf-8")
         os.chmod(work, 0o755)  # mkdtemp makes it private; a report is for sharing

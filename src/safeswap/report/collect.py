@@ -118,13 +118,16 @@ def collect(
     models: list[str] | None = None,
     languages: list[str] | None = None,
     judge: str | None = None,
+    allow_empty: bool = False,
 ) -> ReportData:
-    """Every result under runs_dir, grouped by model label; `models` picks and orders the rows."""
+    """Every result under runs_dir, grouped by model label; `models` picks and orders the rows.
+
+    allow_empty: a runs folder without results gives data with no models (a report of searches alone)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise SafeswapError(f"runs folder {runs_dir} does not exist")
     results = _load_all(runs_dir)
-    if not results:
+    if not results and not allow_empty:
         raise SafeswapError(f"no result files (*{RESULT_SUFFIX}) under {runs_dir}")
 
     by_label: dict[str, ModelResults] = {}

@@ -31,6 +31,26 @@ class MergeSection:
 
 
 @dataclass
+class SearchSection:
+    """One `safeswap search` folder as the report shows it (built by safeswap.report.search)."""
+
+    name: str  # the folder's name, unique among the report's searches
+    folder: Path
+    statement: str
+    recommended: str | None  # "Recommended (on ...): label: method (parameters)", None when nothing was recommended
+    plan_link: str | None  # the recommended plan copied into the report, relative to it
+    facts: list[str]  # counts, constraints, split
+    figure: Figure | None  # the Pareto front
+    final: Table | None  # held-out evaluation
+    correlation: str | None  # "Probe vs judge (Spearman, n candidates): harmful 0.83, benign 0.40"
+    generation: Table | None  # the candidates generated and judged
+
+    @property
+    def tables(self) -> list[Table]:
+        return [t for t in (self.final, self.generation) if t is not None]
+
+
+@dataclass
 class Document:
     title: str
     data: ReportData
@@ -38,13 +58,19 @@ class Document:
     figures: list[Figure]
     merges: list[MergeSection]
     model_links: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> {"plan": .., "card": ..}
+    searches: list[SearchSection] = field(default_factory=list)
 
     def numbered_tables(self) -> list[tuple[int, Table]]:
-        return list(enumerate(self.tables, start=1))
+        """The report's tables first, then each search's, numbered through."""
+        return list(enumerate(self.tables + [t for s in self.searches for t in s.tables], start=1))
+
+    def table_number(self, table: Table) -> int:
+        return next(n for n, t in self.numbered_tables() if t is table)
 
     def numbered_figures(self) -> list[tuple[int, Figure]]:
-        """Report figures first, then each merge's own, numbered through."""
+        """Report figures first, then each merge's own, then each search's, numbered through."""
         figures = list(self.figures) + [f for m in self.merges for f in m.figures]
+        figures += [s.figure for s in self.searches if s.figure is not None]
         return list(enumerate(figures, start=1))
 
     def figure_number(self, figure: Figure) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from safeswap.version import __version__
 from safeswap.evaluation.languages import language_name
 from safeswap.report.collect import ModelResults
-from safeswap.report.document import Document, Figure, role_text, row_subtitle
+from safeswap.report.document import Document, Figure, SearchSection, role_text, row_subtitle
 from safeswap.report.tables import Table
 
 CSS = """
@@ -162,17 +162,32 @@ def figure_html(doc: Document, root: Path, figure: Figure) -> str:
     )
 
 
-def render_html(doc: Document, root: Path) -> str:
-    """The page; `root` is the report folder the figures were written into."""
-    data = doc.data
-    tables = doc.numbered_tables()
-    languages = ", ".join(language_name(lang) for lang in data.languages)
+def search_html(doc: Document, root: Path, section: SearchSection) -> str:
+    """A search's section: statement, counts and constraints, Pareto figure, held-out table, probe/judge agreement."""
     parts = [
-        f"<header><h1>{escape(doc.title)}</h1>",
-        f'<p class="lede">{len(data.models)} models in {len(data.languages)} languages ({escape(languages)}).</p></header>',
-        "<section><h2>Main results</h2>",
-        table_html(doc, *tables[0]),
+        f'<section id="search-{escape(section.name)}"><h2>Merge search: {escape(section.name)}</h2>',
+        f"<p>Search folder: <code>{escape(str(section.folder))}</code></p>",
+        f"<p><b>Statement.</b> {escape(section.statement)}</p>",
     ]
+    if section.recommended:
+        plan = f' · <a href="{escape(section.plan_link)}">plan</a>' if section.plan_link else ""
+        parts.append(f"<p>{escape(section.recommended)}{plan}</p>")
+    parts.append("<p>" + "<br>".join(escape(f) for f in section.facts) + "</p>")
+    if section.figure is not None:
+        parts.append(figure_html(doc, root, section.figure))
+    if section.final is not None:
+        parts.append(table_html(doc, doc.table_number(section.final), section.final))
+    if section.correlation:
+        parts.append(f"<p>{escape(section.correlation)}</p>")
+    if section.generation is not None:
+        parts.append(table_html(doc, doc.table_number(section.generation), section.generation))
+    return "".join(parts) + "</section>"
+
+
+def _results_html(doc: Document, root: Path) -> list[str]:
+    """Main results, details, merges: everything drawn from the result files."""
+    tables = doc.numbered_tables()[: len(doc.tables)]
+    parts = ["<section><h2>Main results</h2>", table_html(doc, *tables[0])]
     parts += [figure_html(doc, root, f) for f in doc.figures]
     parts.append("</section>")
     if len(tables) > 1:
@@ -187,18 +202,38 @@ def render_html(doc: Document, root: Path) -> str:
                 parts.append(f"<p>{' · '.join(links)}</p>")
             parts.append('<div class="merge-figures">' + "".join(figure_html(doc, root, f) for f in section.figures) + "</div>")
         parts.append("</section>")
+    return parts
+
+
+def _models_html(doc: Document) -> str:
     rows = "".join(
         f"<tr><td>{escape(m.label)}</td><td>{escape(role_text(m))}</td><td><code>{escape(m.path or '–')}</code></td>"
         f"<td><code>{escape(', '.join(f[:19] + '…' for f in sorted(m.fingerprints)) or '–')}</code></td></tr>"
-        for m in data.models
+        for m in doc.data.models
     )
-    parts.append(
+    return (
         '<section><h2>Models</h2><div class="table-wrap"><table class="plain" id="models">'
         f"<thead><tr><th>Model</th><th>Role</th><th>Path</th><th>Fingerprint</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
     )
+
+
+def render_html(doc: Document, root: Path) -> str:
+    """The page; `root` is the report folder the figures were written into."""
+    data = doc.data
+    parts = [f"<header><h1>{escape(doc.title)}</h1>"]
+    if data.models:
+        languages = ", ".join(language_name(lang) for lang in data.languages)
+        parts.append(f'<p class="lede">{len(data.models)} models in {len(data.languages)} languages ({escape(languages)}).</p></header>')
+        parts += _results_html(doc, root)
+    else:
+        parts.append(f'<p class="lede">No evaluation results; {len(doc.searches)} merge search(es) only.</p></header>')
+    parts += [search_html(doc, root, s) for s in doc.searches]
+    if data.models:
+        parts.append(_models_html(doc))
     if data.warnings:
         parts.append('<section><h2>Warnings</h2><div class="warnings">' + "".join(f"<p>{escape(w)}</p>" for w in data.warnings) + "</div></section>")
-    parts.append(f"<footer>Written by safeswap {escape(__version__)} from the result files under {escape(str(data.runs_dir))}.</footer>")
+    searched = f" and the search folders {', '.join(str(s.folder) for s in doc.searches)}" if doc.searches else ""
+    parts.append(f"<footer>Written by safeswap {escape(__version__)} from the result files under {escape(str(data.runs_dir))}{escape(searched)}.</footer>")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

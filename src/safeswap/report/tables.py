@@ -59,6 +59,17 @@ def rate_title(entry: Any, what: str) -> str | None:
     return f"95% CI {100 * entry['low']:.1f}–{100 * entry['high']:.1f}; {entry.get('k')}/{entry.get('n')} {what}"
 
 
+def rate_cell(entry: Any, what: str, interval: bool = False) -> Cell:
+    """A rate's cell: its percent (with the 95% interval beside it when asked, as `safeswap eval` prints it), the detail on hover."""
+    value = rate_value(entry)
+    if value is None:
+        return Cell(MISSING)
+    text = percent(value)
+    if interval and isinstance(entry, dict) and rate_value(entry.get("low")) is not None and rate_value(entry.get("high")) is not None:
+        text += f" [{percent(entry['low'])}, {percent(entry['high'])}]"
+    return Cell(text, value, title=rate_title(entry, what))
+
+
 def _mark(cells: list[Cell], lower_is_better: bool) -> None:
     """Bold the best of some cells; ties at the shown precision all count, and all-equal marks none."""
     valued = [c for c in cells if c.value is not None]
