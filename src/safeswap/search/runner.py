@@ -1,16 +1,21 @@
-"""Evaluate one candidate: plan it from the cached statistics, merge it with the pipeline under DIR, probe it.
+"""Evaluate one candidate: plan it from the cached statistics, merge it with the pipeline, probe it.
 
-A SearchContext is made once per search (the statistics, the fingerprints and the
-search-split prompts); it holds no open file, so it pickles to a process or a Ray task.
-Each candidate's result is cached as DIR/candidates/<key>.json: a candidate is never
-evaluated twice, also not by a resumed search.
+A SearchContext is made once per search (the statistics, the inputs' sha256, the
+fingerprints and the search-split prompts); it holds no open file, so it pickles to a
+process or a Ray task. A candidate whose merged model fits in memory (fits_in_memory) is
+streamed by the pipeline into a dict and probed from there, with no checkpoint written;
+any other, and every candidate of a space with keep_weights, is written under
+DIR/work/<key>/ first. Each candidate's result is cached as DIR/candidates/<key>.json: a
+candidate is never evaluated twice, also not by a resumed search.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +23,18 @@ from safeswap.decide.planning import analyse, build_plan, method_parameters
 from safeswap.decide.statistics import Statistics
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
+from safeswap.read.checkpoint import Checkpoint
 from safeswap.read.inputs import open_inputs
+from safeswap.read.sources import resolve_model
 from safeswap.search.candidates import Candidate
 from safeswap.search.objectives import Scores
-from safeswap.search.probe import load_model, perplexity, refusal_scores
+from safeswap.search.probe import load_merged, load_model, perplexity, refusal_scores
+from safeswap.write.hasher import hash_folders
+
+# A merged model is probed from memory when twice its float32 size is at most this share of the
+# memory available now: while it loads, its tensors (stored dtype, at most float32) and the float32
+# model are both held; the rest is left to activations, other workers and the page cache.
+MEMORY_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,8 @@ class SearchContext:
     max_length: int = 256
     keep_weights: bool = False
     device: str | None = None
+    in_memory: bool | None = None  # probe candidates without writing them: None decides by size (fits_in_memory)
+    input_sha256: dict | None = None  # hash_inputs(...), for written candidates' manifests; None hashes per merge
 
 
 def measure_statistics(base: str, safety: str, language: str) -> Statistics:
@@ -52,9 +67,72 @@ def measure_statistics(base: str, safety: str, language: str) -> Statistics:
         inputs.close()
 
 
+def hash_inputs(base: str, safety: str, language: str) -> dict:
+    """The inputs' sha256 as a one-language merge's manifest records them ({base, safety, language:
+    {file name: {size, sha256}}}), once per search: WriteSettings.input_sha256 of every written candidate."""
+    inputs = open_inputs({"base": base, "safety": safety, "language": language})
+    try:
+        folders = {key: m.folder for key, m in inputs.models.items()}
+    finally:
+        inputs.close()
+    return hash_folders(folders)
+
+
+@lru_cache(maxsize=8)
+def merged_float32_bytes(language: str) -> int:
+    """Bytes of the merged model in float32: a merge has the receiver's (the language expert's) tensors."""
+    checkpoint = Checkpoint(resolve_model(language, "language"), "language")
+    try:
+        return 4 * sum(t.numel for t in checkpoint.tensors.values())
+    finally:
+        checkpoint.close()
+
+
+def available_memory() -> int:
+    """Bytes a new allocation can take now: Linux's MemAvailable (free memory plus the page cache it can
+    drop), else the free pages, else (no such sysconf, macOS) the physical memory; 0 when none is known.
+    (Not psutil: safeswap does not depend on it.)"""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for pages in ("SC_AVPHYS_PAGES", "SC_PHYS_PAGES"):
+        try:
+            return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # no such sysconf name on this system
+            continue
+    return 0
+
+
+def fits_in_memory(context: SearchContext) -> bool:
+    """Whether a candidate is probed from memory: never with keep_weights (it wants the folder), else as
+    context.in_memory says, else when 2 x its float32 bytes <= MEMORY_FRACTION x available memory."""
+    if context.keep_weights:
+        return False
+    if context.in_memory is not None:
+        return context.in_memory
+    return 2 * merged_float32_bytes(context.language) <= MEMORY_FRACTION * available_memory()
+
+
 def score_model(context: SearchContext, path: str | Path) -> Scores:
     """Probe one model folder on the search split: harmful and benign refusal scores, perplexity."""
-    model, tokenizer = load_model(path, context.device)
+    return _probe(context, *load_model(path, context.device))
+
+
+def score_tensors(context: SearchContext, tensors: dict) -> Scores:
+    """Probe a merged model held in memory (name -> tensor, emptied once loaded), as score_model probes
+    its written folder: the language expert's config and tokenizer, which a search's merges keep."""
+    try:
+        model, tokenizer = load_merged(context.language, tensors, context.device)
+    finally:
+        tensors.clear()  # the float32 model holds its own copy
+    return _probe(context, model, tokenizer)
+
+
+def _probe(context: SearchContext, model, tokenizer) -> Scores:
     harmful = [refusal_scores(model, tokenizer, texts, code, context.batch_size, context.max_length)
                for code, texts in context.harmful.items()]
     benign = refusal_scores(model, tokenizer, context.benign, context.benign_language, context.batch_size,
@@ -95,8 +173,16 @@ def evaluate(context: SearchContext, candidate: Candidate) -> dict[str, Any]:
     weights = Path(context.out) / "work" / candidate.key
     try:
         plan = plan_of(context, candidate)
-        merge(context.base, context.safety, {None: context.language}, WriteSettings(out=weights, force=True), plan=plan)
-        record = {"candidate": candidate.to_dict(), "scores": asdict(score_model(context, weights))}
+        # settings.out names the candidate even in memory, where nothing is written there.
+        settings = WriteSettings(out=weights, force=True, input_sha256=context.input_sha256)
+        if fits_in_memory(context):
+            tensors: dict = {}
+            merge(context.base, context.safety, {None: context.language}, settings, plan=plan, into=tensors)
+            scores = score_tensors(context, tensors)
+        else:
+            merge(context.base, context.safety, {None: context.language}, settings, plan=plan)
+            scores = score_model(context, weights)
+        record = {"candidate": candidate.to_dict(), "scores": asdict(scores)}
     except SafeswapError as e:
         record = {"candidate": candidate.to_dict(), "error": str(e)}
     finally:

@@ -28,6 +28,7 @@ from safeswap.errors import SafeswapError
 from safeswap.read.inputs import Inputs
 from safeswap.decide.operations import Take
 from safeswap.threads import worker_pool
+from safeswap.write.in_memory import TensorWriter
 from safeswap.write.writer import OutputTensor, ShardedWriter
 
 # 1M elements per chunk: a chunk's float32 copies stay in the CPU cache, which made
@@ -61,11 +62,14 @@ def dtype_name(dtype: str | torch.dtype | None) -> str | None:
 @dataclass
 class OutputJob:
     """One merged model to write: its folder, per-tensor operations, and which input
-    model each operation role reads (several jobs share the base and safety reads)."""
+    model each operation role reads (several jobs share the base and safety reads).
 
-    folder: Path
+    With `into` (a dict), the tensors go there (name -> tensor) instead of shards in folder."""
+
+    folder: Path | None
     ops: dict
     models: dict[str, str] = field(default_factory=lambda: {"base": "base", "safety": "safety", "language": "language"})
+    into: dict | None = None
 
 
 def _elementwise(op) -> bool:
@@ -177,9 +181,10 @@ def execute(
     allow_nonfinite: bool = False,
     inputs_checked: bool = False,
 ) -> list[dict[str, str]]:
-    """Write every tensor of the receiver, per each job's operations, as shards in each job's folder.
+    """Write every tensor of the receiver, per each job's operations, as shards in each job's folder
+    (or into its dict: the same bytes).
 
-    Every input chunk is read once for all jobs. Returns, per job, {shard filename: sha256}.
+    Every input chunk is read once for all jobs. Returns, per job, {shard filename: sha256} ({} for a dict).
     Output chunks are checked for NaN/Inf unless allow_nonfinite; with inputs_checked (the
     analysis already checked every input tensor), only what an operation could make non-finite.
     """
@@ -187,7 +192,8 @@ def execute(
     outputs = [OutputTensor(n, output_dtype(inputs.receiver.tensors[n].dtype, dtype), inputs.receiver.tensors[n].shape)
                for n in names]
     out_dtypes = {t.name: t.dtype for t in outputs}
-    writers = [ShardedWriter(job.folder, outputs, shard_size) for job in jobs]
+    writers = [ShardedWriter(job.folder, outputs, shard_size) if job.into is None else TensorWriter(outputs, job.into)
+               for job in jobs]
     items = _work_items(inputs, names, jobs)
     # A fixed pool of output buffer sets: a chunk's buffers return to the pool once written and hashed.
     largest = max((_buffer_bytes(inputs, name, rows, out_dtypes[name]) for name, _, rows in items), default=1)

@@ -2,7 +2,9 @@
 
 The CLI starts it before torch is imported (start_hashing_early), so the second
 core hashes while the first imports; the merge then adopts that hasher when it
-covers exactly its input folders.
+covers exactly its input folders. A caller that merges the same inputs many times
+(`safeswap search`) hashes them once (hash_folders) and hands the result to each
+merge (known_hashes), which writes the same manifest without hashing again.
 """
 
 from __future__ import annotations
@@ -80,6 +82,49 @@ def input_hasher(folders: dict[str, Path]) -> InputHasher:
             return early
         early.cancel()
     return InputHasher(folders)
+
+
+def hash_folders(folders: dict[str, Path]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{role: {file name: {size, sha256}}} of every file a manifest records, as a merge of these folders hashes them."""
+    return input_hasher(folders).result()
+
+
+class KnownHashes:
+    """Input hashes computed earlier, behind the hasher's interface (result, cancel)."""
+
+    def __init__(self, hashes: dict[str, dict[str, dict[str, Any]]]):
+        self._hashes = hashes
+
+    def result(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self._hashes
+
+    def cancel(self) -> None:
+        pass
+
+
+def known_hashes(hashes: dict, folders: dict[str, Path]) -> KnownHashes:
+    """Precomputed hashes (hash_folders' shape) checked against the folders: the same roles, files and sizes.
+
+    They are rebuilt in the order the hasher gives, so the manifest is byte-identical to the one
+    a merge that hashed would write, whatever order the dict came in (a JSON round trip, say)."""
+    if not isinstance(hashes, dict) or set(hashes) != set(folders):
+        got = sorted(hashes) if isinstance(hashes, dict) else type(hashes).__name__
+        raise SafeswapError(f"the precomputed input sha256 are for {got}, the merge reads {sorted(folders)}")
+    ordered: dict[str, dict[str, dict[str, Any]]] = {}
+    for role, folder in folders.items():
+        files = model_files(Path(folder))
+        given = hashes[role]
+        if not isinstance(given, dict) or set(given) != {f.name for f in files}:
+            raise SafeswapError(f"the precomputed input sha256 do not list the files of the {role} model {folder}")
+        ordered[role] = {}
+        for f in files:
+            entry = given[f.name]
+            if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+                raise SafeswapError(f"the precomputed input sha256 of {f} is not {{size, sha256}}")
+            if entry.get("size") != f.stat().st_size:
+                raise SafeswapError(f"{f} changed size since its sha256 was computed; hash the inputs again")
+            ordered[role][f.name] = {"size": entry["size"], "sha256": entry["sha256"]}
+    return KnownHashes(ordered)
 
 
 def _hash_files_main(paths: list[str]) -> None:

@@ -5,7 +5,9 @@ safety expert are read once for all of them, in the analysis (one norm pass comp
 ||S - B|| and every ||L_i - B||) and in the write (each input chunk is read once and
 feeds every output). Each language gets its own plan, normalised over its own units,
 so OUT/<code>/ is byte-identical to a separate one-language merge; a one-language
-merge (code None) writes straight into OUT.
+merge (code None) writes straight into OUT. A one-language merge can also stream into
+a dict (`into`) instead of a folder: the same plan, operations and engine, the same bytes,
+no file written (`safeswap search` probes candidates that way).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from safeswap.read.checkpoint import DTYPES
 from safeswap.read.inputs import Inputs, open_inputs
 from safeswap.write.destination import check_destination, check_free_space
 from safeswap.write.engine import OutputJob, execute, output_dtype
-from safeswap.write.hasher import input_hasher
+from safeswap.write.hasher import input_hasher, known_hashes
 from safeswap.write.outputs import finish_output, write_figures
 from safeswap.write.writer import atomic_output
 
@@ -54,6 +56,9 @@ class WriteSettings:
     show_progress: bool = False
     allow_nonfinite: bool = False
     command: str | None = None  # recorded in the model card as the way to reproduce the merge
+    # The inputs' sha256 for the manifest when already computed (write.hasher.hash_folders' shape, keyed
+    # by input: base, safety, language or language:<code>); None hashes them during the merge.
+    input_sha256: dict | None = None
 
 
 def _keys(languages: dict[str | None, str]) -> dict[str | None, str]:
@@ -103,12 +108,18 @@ def _replay(view: Inputs, plan: MergePlan) -> dict[str | None, MergePlan]:
 
 
 def merge(base, safety, languages: dict[str | None, str], settings: WriteSettings, *, recipe: Recipe | None = None,
-          plan: MergePlan | None = None, revision: str | None = None, dry_run: bool = False) -> dict[str | None, MergePlan]:
+          plan: MergePlan | None = None, revision: str | None = None, dry_run: bool = False,
+          into: dict | None = None) -> dict[str | None, MergePlan]:
     """Write one merged folder per language expert (or, with dry_run, only check and decide); returns the plans.
 
-    Give a recipe to decide, or a plan to replay (one language only).
+    Give a recipe to decide, or a plan to replay (one language only). With `into` (a dict, one
+    language only) the merged tensors are put there, name -> tensor, byte-identical to the shards a
+    merge writes, and nothing is written: settings.out is not touched, and there are no side files,
+    figures or manifest.
     """
     keys = _keys(languages)
+    if into is not None and SINGLE not in keys:
+        raise SafeswapError("a merge into memory takes exactly one language expert")
     receiver = next(iter(keys.values()))
     inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
                          revision, receiver=receiver)
@@ -119,16 +130,21 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
             if view.tensor_names() != inputs.tensor_names():
                 raise SafeswapError(f"language expert {code} stores its tensors in another order; merge it separately")
         needed = _output_bytes(inputs, settings.dtype) * len(keys)
-        if not dry_run:
+        if not dry_run and into is None:
             check_destination(settings.out, settings.force, inputs.folders())
             check_free_space(settings.out, needed)
-            hasher = input_hasher({key: m.folder for key, m in inputs.models.items()})
+            folders = {key: m.folder for key, m in inputs.models.items()}
+            hasher = (input_hasher(folders) if settings.input_sha256 is None
+                      else known_hashes(settings.input_sha256, folders))
         plans = _replay(views[SINGLE], plan) if plan is not None else _decide(inputs, views, keys, recipe, settings)
         ops = {code: operations(plans[code], views[code]) for code in keys}
         if dry_run:
             return plans
         # The analysis already checked every input tensor for NaN/Inf; a replay did not.
         analysed = plan is None and get_method(recipe.method).uses_statistics
+        if into is not None:
+            _stream_into(inputs, ops[SINGLE], settings, needed, analysed, into)
+            return plans
         _write(inputs, views, keys, plans, ops, settings, needed, hasher, analysed)
     finally:
         if hasher is not None:
@@ -140,6 +156,12 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         else:
             console.print(f"[green]{len(keys)} merged models written under[/green] {settings.out}")
     return plans
+
+
+def _stream_into(inputs, ops, settings: WriteSettings, needed: int, analysed: bool, into: dict) -> None:
+    with task("merging", needed, settings.show_progress, unit="bytes") as advance:
+        execute(inputs, [OutputJob(None, ops, into=into)], settings.shard_bytes, settings.dtype, on_bytes=advance,
+                allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
 
 
 def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int, hasher, analysed: bool) -> None:
