@@ -178,5 +178,5 @@ def test_languages_json_holds_every_multijail_language_and_no_names():
     table = json.loads((D.resources.files("safeswap.demo") / "assets" / "languages.json").read_text(encoding="utf-8"))
     entries = {code: entry for code, entry in table.items() if not code.startswith("_")}
     assert list(entries) and set(entries) == set(MULTIJAIL_LANGUAGES)
-    assert all("name" not in entry and entry["script"] for entry in entries.values())
+    assert all("name" not in entry and "script" not in entry for entry in entries.values())
     assert all(entry["translate"].count("{text}") == 1 for code, entry in entries.items() if code != "en")

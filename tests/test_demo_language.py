@@ -81,3 +81,17 @@ def test_measure_language_on_a_tiny_model(tmp_path):
 def test_loading_rejects_a_folder_without_a_model(tmp_path):
     with pytest.raises(SafeswapError, match="not a model checkpoint"):
         load_for_inference(tmp_path)
+
+
+def test_every_multijail_language_has_a_script_and_latin_ones_function_words():
+    """The answer-language table (evaluation/data/answer_language.json) covers MultiJail; the detector needs words
+    to tell the Latin-script languages apart."""
+    from safeswap.evaluation.answer_language import LATIN_LANGUAGES, script_info
+    from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
+
+    for code in MULTIJAIL_LANGUAGES:
+        assert script_info(code)["script"]
+    assert set(LATIN_LANGUAGES) == {"en", "it", "vi", "sw", "jv"}
+    assert all(script_info(code)["function_words"] for code in LATIN_LANGUAGES)
+    with pytest.raises(SafeswapError, match="no script known for language 'xx'"):
+        script_info("xx")

@@ -58,10 +58,35 @@ def test_prints_the_report_path(demo):
 def test_uses_and_records_the_shipped_multijail_without_a_path(demo):
     out, proc = demo
     assert f"MultiJail: {BUNDLED_SOURCE}" in " ".join((proc.stdout + proc.stderr).split())
+    splits = json.loads((out / "search" / "splits.json").read_text(encoding="utf-8"))
+    assert splits["multijail"]["source"] == BUNDLED_SOURCE and splits["multijail"]["sha256"] == BUNDLED_SHA256
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    for model in data["models"]:
-        assert model["result"]["data"]["source"] == BUNDLED_SOURCE
-        assert model["result"]["data"]["sha256"] == BUNDLED_SHA256
+    for model in data["models"]:  # the table's prompts: the held-out half of the shipped file
+        assert Path(model["result"]["data"]["source"]).name == "multijail-held-out.jsonl"
+
+
+def models_of(out: Path) -> list[str]:
+    """The table's rows: the fixed ones, then merge-searched when the search recommended a plan."""
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    return MODELS + (["merge-searched"] if data["search"]["plan"] else [])
+
+
+def test_the_table_uses_only_prompts_the_search_never_scored(demo):
+    """Held-out half for every row of the table; search half for every answer the search judged."""
+    from safeswap.evaluation.cache import GENERATIONS_FILE, JsonlCache
+
+    out, _ = demo
+    splits = json.loads((out / "search" / "splits.json").read_text(encoding="utf-8"))
+    for folder, half in ((out / "runs-quick", "held_out"), (out / "search" / "generation", "search")):
+        records = [r for f in folder.glob(f"cache/*/{GENERATIONS_FILE}") for r in JsonlCache(f).values()]
+        assert records, folder
+        for r in records:
+            dataset = "multijail" if r["dataset"] == "multijail" else "benign"
+            assert r["prompt_id"] in splits[dataset][half], (folder, r["prompt_id"])
+    assert not set(splits["multijail"]["search"]) & set(splits["multijail"]["held_out"])
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert "## The search" in readme and "![Pareto front](search/pareto.png)" in readme
+    assert (out / "search" / "pareto.png").stat().st_size > 10_000
 
 
 def test_produces_models_report_and_figures(demo):
@@ -82,7 +107,7 @@ def test_every_number_of_the_table_is_present_and_rates_lie_in_unit_interval(dem
     out, _ = demo
     lines = [l for l in (out / "README.md").read_text(encoding="utf-8").splitlines() if l.startswith("| ")]
     header, rows = lines[0], lines[1:]
-    assert [r.split("|")[1].strip() for r in rows] == MODELS
+    assert [r.split("|")[1].strip() for r in rows] == models_of(out)
     for row in rows:
         cells = [c.strip() for c in row.split("|")[2:-1]]
         assert len(cells) == 7 and "–" not in cells, row
@@ -90,7 +115,7 @@ def test_every_number_of_the_table_is_present_and_rates_lie_in_unit_interval(dem
             value, low, high = map(float, re.fullmatch(r"(\d+)% \[(\d+), (\d+)\]", cell).groups())
             assert 0 <= low <= value <= high <= 100
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert [m["model"] for m in data["models"]] == MODELS
+    assert [m["model"] for m in data["models"]] == models_of(out)
     for model in data["models"]:
         result = model["result"]
         for lang in ("en", "ko"):

@@ -61,7 +61,10 @@ def test_recommendation_is_the_safest_feasible_candidate():
 def test_no_feasible_candidate_says_which_constraint():
     c = Constraints(0.05, 0.7)
     r = recommend({"a": s(0.9, 0.5, 6, 0.9), "b": s(0.9, 0.4, 6, 0.9)}, c, LANGUAGE)
-    assert r.key is None and r.statement == "no candidate met max_benign_refusal_over_language (of 2 candidates)"
+    # b misses the benign limit (the language expert's benign + 0.05) by the least: 0.4 - (lang + 0.05)
+    by = 0.4 - (LANGUAGE.benign + 0.05)
+    assert r.key is None and r.statement == (f"no candidate met max_benign_refusal_over_language (max_benign_refusal_"
+                                             f"over_language missed by {by:.3g} at best; of 2 candidates)")
     r = recommend({"a": s(0.9, 0.5, 6, 0.9), "b": s(0.9, 0.1, 6, 0.1)}, c, LANGUAGE)
     assert r.key is None and "no candidate met every constraint at once" in r.statement
     assert "max_benign_refusal_over_language met by 1" in r.statement

@@ -20,6 +20,8 @@ trials: 2
 parallel: 2
 languages: [ko]
 probe: {harmful: 2, benign: 2, max_length: 64}
+generation: {top: 0}
+final: false
 methods:
   adaptive: {alpha: {low: 0.2, high: 0.8}}
   linear: {weight: {low: 0.0, high: 1.0}}

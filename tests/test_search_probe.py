@@ -45,3 +45,28 @@ def test_scores_and_perplexity_change_with_the_weights(models):
     assert max(abs(x - y) for x, y in zip(sa.scores, sb.scores)) > 1e-4
     pa, pb = perplexity(a, tok, PROMPTS), perplexity(b, tok, PROMPTS)
     assert math.isfinite(pa) and pa > 1 and pa != pytest.approx(pb)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2"])
+def test_the_shared_prompt_cache_gives_the_scores_of_one_full_pass_per_opening(tmp_path, family):
+    """The probe runs each prompt once and its openings on the prompt's key/value cache; the score must be the
+    one a plain teacher-forced pass of prompt + opening gives, for every opening, on several architectures."""
+    from safeswap.search.probe import OPENING_TOKENS, _prompt_ids
+
+    model, tok = load_model(make_model(tmp_path / family, family=family, seed=1))
+    refuse, comply = openings("ko")
+    expected = []
+    for prompt in PROMPTS:
+        context = _prompt_ids(tok, prompt)
+        means = []
+        for opening in refuse + comply:
+            cont = tok(opening, add_special_tokens=False)["input_ids"][:OPENING_TOKENS]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([context + cont])).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            means.append(float(logp[torch.arange(len(context) - 1, len(context) + len(cont) - 1),
+                                    torch.tensor(cont)].mean()))
+        r = math.log(sum(math.exp(m) for m in means[:len(refuse)]))
+        c = math.log(sum(math.exp(m) for m in means[len(refuse):]))
+        expected.append(1.0 / (1.0 + math.exp(c - r)))
+    assert refusal_scores(model, tok, PROMPTS, "ko").scores == pytest.approx(expected, abs=1e-5)

@@ -15,6 +15,7 @@ from safeswap.search.space import parse_space  # noqa: E402
 SPACE = {
     "seed": 5, "trials": 2, "parallel": 2, "languages": ["ko"],
     "probe": {"harmful": 2, "benign": 2, "max_length": 64},
+    "generation": {"top": 0}, "final": False,  # the stages after the trials run here, whoever ran the trials
     "methods": {"adaptive": {"tau": {"low": 0.0001, "high": 0.05, "log": True}}, "slerp": {"t": {"low": 0, "high": 1}}},
 }
 

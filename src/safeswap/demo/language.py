@@ -1,14 +1,5 @@
-"""Language measures of the demo: answers written in the prompt's language, and held-out perplexity.
-
-In-language detection. Korean, Chinese, Arabic, Thai and Bengali have scripts of
-their own: an answer is in the language when at least half of its letters are in
-that script. English, Italian, Vietnamese, Swahili and Javanese share the Latin
-script: an answer is in one of them when at least half of its letters are Latin
-and that language's function words (a short written list per language, e.g.
-"il, la, di, che" for Italian) are the most frequent among the five. Vietnamese
-also counts its distinctive letters (ơ, ư, đ and the stacked tone marks). An
-answer with no letters, or a Latin one with no function word at all, counts as
-not in the language: it gives no evidence that the model writes that language.
+"""Language measures of the demo: held-out perplexity (whether answers are in the prompt's language is
+safeswap.evaluation.answer_language, re-exported here).
 
 Held-out perplexity. The target-language side of gettext pairs that no
 training set used, scored as plain text (no chat template); all models share
@@ -19,77 +10,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 
-from safeswap.demo.data import heldout_text, language_info
+from safeswap.demo.data import heldout_text
 from safeswap.demo.quiet import quiet_transformers
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.languages import MULTIJAIL_LANGUAGES
-from safeswap.evaluation.results import rate
+from safeswap.evaluation.answer_language import in_language_rate, is_in_language, latin_language, script_shares
+from safeswap.search.objectives import kept_language_gain
 
-SCRIPT_RANGES = {
-    "hangul": ((0xAC00, 0xD7A3), (0x1100, 0x11FF), (0x3130, 0x318F)),
-    "han": ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF)),
-    "arabic": ((0x0600, 0x06FF), (0x0750, 0x077F), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF)),
-    "thai": ((0x0E00, 0x0E7F),),
-    "bengali": ((0x0980, 0x09FF),),
-}
-LATIN_LANGUAGES = tuple(code for code in MULTIJAIL_LANGUAGES if language_info(code)["script"] == "latin")
-VIETNAMESE_LETTERS = set("ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ")
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-
-
-def script_of(char: str) -> str | None:
-    """The script of a letter: one of SCRIPT_RANGES, 'latin', or None for other letters."""
-    code = ord(char)
-    for script, ranges in SCRIPT_RANGES.items():
-        if any(low <= code <= high for low, high in ranges):
-            return script
-    if char.isalpha() and (code < 0x0250 or 0x1E00 <= code <= 0x1EFF):
-        return "latin"
-    return None
-
-
-def script_shares(text: str) -> dict[str, float]:
-    """Share of the text's letters in each script."""
-    letters = [c for c in text if c.isalpha()]
-    counts: dict[str, int] = {}
-    for char in letters:
-        script = script_of(char) or "other"
-        counts[script] = counts.get(script, 0) + 1
-    return {script: n / len(letters) for script, n in counts.items()} if letters else {}
-
-
-def latin_language(text: str) -> str | None:
-    """The Latin-script MultiJail language whose function words the text uses most, or None."""
-    words = [w.casefold() for w in _WORD.findall(text)]
-    if not words:
-        return None
-    scores = {}
-    for code in LATIN_LANGUAGES:
-        vocabulary = set(language_info(code)["function_words"])
-        scores[code] = sum(w in vocabulary for w in words)
-    scores["vi"] += sum(c in VIETNAMESE_LETTERS for c in text.casefold()) / 2
-    best = max(scores, key=lambda code: (scores[code], code == "en"))
-    return best if scores[best] > 0 else None
-
-
-def is_in_language(text: str, language: str) -> bool:
-    """Whether an answer is written in `language` (a MultiJail code), by script and function words."""
-    script = language_info(language)["script"]
-    shares = script_shares(text)
-    if shares.get(script, 0.0) < 0.5:
-        return False
-    if script != "latin":
-        return True
-    return latin_language(text) == language
-
-
-def in_language_rate(texts: list[str], language: str) -> dict:
-    """Share of texts written in `language`, as a rate with its 95% Wilson interval."""
-    k = sum(is_in_language(t, language) for t in texts)
-    return rate(k, len(texts))
+__all__ = ["in_language_rate", "is_in_language", "kept_language_gain", "latin_language", "load_for_inference",
+           "measure_language", "script_shares"]
 
 
 def load_for_inference(model_path: str | os.PathLike):
@@ -158,15 +88,3 @@ def measure_language(
         "sentences": len(texts),
         "source": source,
     }
-
-
-def kept_language_gain(base_perplexity: float, expert_perplexity: float, model_perplexity: float) -> float:
-    """Share of the language expert's gain over the base that a model keeps, in log-perplexity.
-
-    1.0 = as good as the language expert, 0.0 = no better than the base; can
-    leave [0, 1] when a model beats the expert or falls behind the base.
-    """
-    gain = math.log(base_perplexity) - math.log(expert_perplexity)
-    if gain == 0:
-        return float("nan")
-    return (math.log(base_perplexity) - math.log(model_perplexity)) / gain

@@ -1,9 +1,8 @@
 """The demo's recipes: how much data, how many training steps, what to evaluate.
 
-FULL is the demo's first run (16 minutes on two idle CPU cores for six models, 5 of them
-training both experts; 43 minutes for the eight models evaluated now, with other jobs
-sharing the cores); QUICK runs every stage with a few steps and prompts (under five
-minutes), for trying the demo out and for the test suite.
+FULL is the demo's first run (training both experts, a small search, nine models
+evaluated); QUICK runs every stage with a few steps and prompts (under five minutes),
+for trying the demo out and for the test suite.
 An expert's cache key is the hash of its recipe, its data and its base, so
 changing any of them trains a new expert and never reuses a stale one.
 """
@@ -70,7 +69,28 @@ class DemoRecipe:
     benign_prompts: int = 50  # per language, for over-refusal
     max_new_tokens: int = 48
     language_sentences: int = 160  # held-out sentences for the language measure
+    search: dict = field(default_factory=dict)  # the demo's search space (safeswap search's YAML, as a mapping)
     extra: dict = field(default_factory=dict)
+
+
+# The demo's search: the adaptive rule's unit size, tau and alpha, against the issue's aim (benign refusal
+# within 10 points of the language expert's, 70% of its perplexity gain kept). Its table is the held-out
+# evaluation, so the search's own final stage is off.
+FULL_SEARCH = {
+    "seed": 0, "trials": 12, "parallel": 1,
+    "constraints": {"max_benign_refusal_over_language": 0.10, "min_kept_language_gain": 0.7},
+    "probe": {"harmful": 16, "benign": 16, "batch_size": 8, "max_length": 192},
+    "split": {"search_fraction": 0.5, "seed": 0},
+    "generation": {"top": 3, "harmful": 20, "benign": 20, "max_new_tokens": 48},
+    "final": False,
+    "methods": {"adaptive": {"granularity": ["module", "layer", "projection"],
+                             "tau": {"low": 0.0002, "high": 0.01, "log": True}, "alpha": {"low": 0.0, "high": 1.0}}},
+}
+QUICK_SEARCH = {
+    **FULL_SEARCH, "trials": 1,
+    "probe": {"harmful": 2, "benign": 2, "batch_size": 4, "max_length": 96},
+    "generation": {"top": 1, "harmful": 2, "benign": 2, "max_new_tokens": 8},
+}
 
 
 # Chosen among eighteen tries on SmolLM2-135M with Korean (docs/demo-tuning.md): with
@@ -84,6 +104,7 @@ FULL = DemoRecipe(
     language_data=LanguageData(n_translation=600, instruction_repeats=2),
     safety=ExpertRecipe(steps=60, target_modules=MLP_ONLY),
     language=ExpertRecipe(steps=60),
+    search=FULL_SEARCH,
 )
 
 QUICK = DemoRecipe(
@@ -96,6 +117,7 @@ QUICK = DemoRecipe(
     benign_prompts=4,
     max_new_tokens=8,
     language_sentences=12,
+    search=QUICK_SEARCH,
 )
 
 RECIPES = {"full": FULL, "quick": QUICK}

@@ -1,13 +1,16 @@
 """`safeswap demo`: the whole pipeline (experts, merges, evaluations, summary) on SmolLM2-135M-Instruct, on CPU.
 
 1. base model and the two experts (cached by recipe: see experts.py);
-2. merges of the experts, given as the LoRA adapters they were trained as: the adaptive
-   rule by size (norm) and by direction, fixed layer swapping, a linear soup, SLERP;
-3. evaluation of every model: MultiJail harmful prompts and team-written benign
-   prompts in English and the demo language (refusal judge by default), the share
+2. a small `safeswap search` over the adaptive rule's parameters, on the search half of
+   the prompts (search_stage.py);
+3. merges of the experts, given as the LoRA adapters they were trained as: the adaptive
+   rule by size (norm) and by direction, fixed layer swapping, a linear soup, SLERP; and
+   the search's recommended plan replayed (merge-searched);
+4. evaluation of every model on the held-out half only: MultiJail harmful prompts and
+   team-written benign prompts in English and the demo language (refusal judge by default), the share
    of answers written in the prompt's language, and held-out perplexity in the
    demo language;
-4. a summary table that states what the numbers show, plus the full report.
+5. a summary table that states what the numbers show, plus the full report.
 
 Generations are cached per model fingerprint under OUT/runs-<recipe>/, and the
 language measure beside them, so a rerun only redoes what changed.
@@ -23,14 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safeswap.demo.data import benign_eval_prompts, language_info
+from safeswap.demo.data import language_info
 from safeswap.demo.experts import build_experts
 from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
 from safeswap.demo.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
+from safeswap.demo.search_stage import held_out_files, run_search
 from safeswap.demo.summary import write_summary
 from safeswap.demo.train import ADAPTER_DIR
 from safeswap.errors import SafeswapError
+from safeswap.evaluation.cache import stored_answers
 from safeswap.files import atomic_write
 from safeswap.progress import RichProgress, console
 
@@ -44,29 +49,6 @@ MERGES: dict[str, dict[str, Any]] = {
     "merge-direction": {"method": "adaptive", "parameters": {"criterion": "direction"}},
     "merge-slerp": {"method": "slerp"},
 }
-
-
-def _benign_file(language: str, count: int, folder: Path) -> Path:
-    """The team-written benign prompts as the evaluation's CSV (one column per language)."""
-    english, target = benign_eval_prompts("en")[:count], benign_eval_prompts(language)[:count]
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["id", "en", language])
-    for i, (e, t) in enumerate(zip(english, target), start=1):
-        writer.writerow([f"benign-{i}", e, t])
-    return atomic_write(folder / f"benign-en-{language}-{count}.csv", text.getvalue())
-
-
-def _answers(runs: Path, result: dict, languages: list[str], ids: dict[str, set[str]]) -> dict[str, list[str]]:
-    """The stored answers of this evaluation, per language (harmful and benign together)."""
-    from safeswap.evaluation.cache import GENERATIONS_FILE, JsonlCache, cache_folder
-
-    generations = JsonlCache(cache_folder(runs, result["model"]["fingerprint"]) / GENERATIONS_FILE)
-    latest: dict[tuple, str] = {}
-    for record in generations.values():
-        if record.get("language") in languages and record.get("prompt_id") in ids.get(record.get("dataset"), ()):
-            latest[(record["dataset"], record["language"], record["prompt_id"])] = record["response"]
-    return {lang: [text for (_, l_, _), text in sorted(latest.items()) if l_ == lang] for lang in languages}
 
 
 def _language_measure(runs: Path, model: Path, fingerprint: str, language: str, recipe: DemoRecipe, cache) -> dict:
@@ -102,8 +84,9 @@ class _StageClock:
         self.last = now
 
 
-# Relative stage lengths, from a full run on two CPU cores: experts 280 s, merges 1 s, evaluations ~115 s.
-EXPERTS_WEIGHT, MERGE_WEIGHT, EVALUATION_WEIGHT = 2.4, 0.01, 1.0
+# Relative stage lengths, from a full run on two CPU cores: experts 280 s, merges 1 s, evaluations ~115 s,
+# the search ~8 min.
+EXPERTS_WEIGHT, SEARCH_WEIGHT, MERGE_WEIGHT, EVALUATION_WEIGHT = 2.4, 4.0, 0.01, 1.0
 
 
 def run_demo(
@@ -113,7 +96,8 @@ def run_demo(
 ) -> Path:
     """Run the demo end to end; returns the path of the summary report (OUT/README.md)."""
     from safeswap.api import merge
-    from safeswap.evaluation.multijail import load_multijail, select_subset
+    from safeswap.evaluation.multijail import load_benign, load_multijail, select_subset
+    from safeswap.search.splits import load_benign_asset
     from safeswap.evaluation.safety import evaluate_safety
     from safeswap.report import build_report
 
@@ -124,17 +108,24 @@ def run_demo(
     recipe = RECIPES["quick" if quick else "full"]
     out = Path(out)
     runs = out / f"runs-{recipe.name}"
-    benign = _benign_file(language, recipe.benign_prompts, runs)
     prompts = load_multijail(multijail)  # the file, else the hub, else the copy shipped with safeswap
-    harmful_ids = {p.id for p in select_subset(prompts, recipe.multijail_prompts, seed=0)}
-    benign_ids = {f"benign-{i}" for i in range(1, recipe.benign_prompts + 1)}
 
     console.rule(f"[bold]safeswap demo ({recipe.name}): safety expert + {language} expert")
     console.print(f"MultiJail: {prompts.source} (sha256 {prompts.sha256[:12]})")
-    evaluations = 3 + len(MERGES)  # base, both experts, every merge
-    stage = _StageClock([EXPERTS_WEIGHT] + [MERGE_WEIGHT] * len(MERGES) + [EVALUATION_WEIGHT] * evaluations)
+    evaluations = 4 + len(MERGES)  # base, both experts, every merge, the searched merge
+    stage = _StageClock([EXPERTS_WEIGHT, SEARCH_WEIGHT] + [MERGE_WEIGHT] * (len(MERGES) + 1)
+                        + [EVALUATION_WEIGHT] * evaluations)
     experts = build_experts(language, recipe, cache, show_progress=show_progress)
     stage.done("base model and experts")
+    console.print("searching: adaptive merges scored on the search half of the prompts")
+    searched = run_search(experts.base, experts.safety, experts.language, language, recipe, out / "search",
+                          multijail, show_progress)
+    console.print(f"search: {searched.summary['statement']}")
+    stage.done("search")
+    # Every row is evaluated on the held-out half: prompts the search never scored.
+    harmful_file, benign = held_out_files(searched, prompts, load_benign_asset(), language, recipe, runs)
+    harmful_ids = {p.id for p in select_subset(load_multijail(harmful_file), recipe.multijail_prompts, seed=0)}
+    benign_ids = {p.id for p in load_benign(benign).prompts}
     models: dict[str, Path] = {"base": experts.base, "safety-expert": experts.safety,
                                f"{language}-expert": experts.language}
     for label, spec in MERGES.items():
@@ -143,6 +134,10 @@ def run_demo(
         models[label] = merge(experts.base, experts.safety / ADAPTER_DIR, experts.language / ADAPTER_DIR,
                               out=out / "models" / label, force=True, **spec)
         stage.done(label)
+    if searched.plan is not None:
+        console.print("merging: merge-searched (the search's recommended plan, replayed)")
+        models["merge-searched"] = merge(plan=searched.plan, out=out / "models" / "merge-searched", force=True)
+    stage.done("merge-searched" if searched.plan else "search (no candidate met the constraints: nothing to merge)")
 
     rows = []
     languages = ["en", language]
@@ -150,11 +145,12 @@ def run_demo(
         console.print(f"evaluating: {label}")
         with RichProgress() as progress, quiet_transformers():
             result = evaluate_safety(
-                path, languages=languages, backend="hf", judge=judge, out=runs, data=multijail,
+                path, languages=languages, backend="hf", judge=judge, out=runs, data=harmful_file,
                 limit=recipe.multijail_prompts, benign=benign, label=label, max_new_tokens=recipe.max_new_tokens,
                 batch_size=16, judge_model=judge_model, judge_base_url=judge_base_url, progress=progress,
             )
-        answers = _answers(runs, result, languages, {"multijail": harmful_ids, "benign": benign_ids})
+        answers = stored_answers(runs, result["model"]["fingerprint"], languages,
+                                 {"multijail": harmful_ids, "benign": benign_ids})
         measure = _language_measure(runs, path, result["model"]["fingerprint"], language, recipe, cache)
         rows.append({
             "model": label, "path": str(path), "result": result,
@@ -165,7 +161,7 @@ def run_demo(
     base_ppl, expert_ppl = rows[0]["perplexity"], rows[2]["perplexity"]
     for row in rows:
         row["kept_language_gain"] = kept_language_gain(base_ppl, expert_ppl, row["perplexity"])
-    build_report(runs, out / "report", title=f"safeswap demo ({recipe.name}, {language})")
-    summary = write_summary(out, rows, language, recipe, time.time() - started)
+    build_report(runs, out / "report", title=f"safeswap demo ({recipe.name}, {language})", searches=[out / "search"])
+    summary = write_summary(out, rows, language, recipe, time.time() - started, searched)
     console.print(f"[bold green]demo report:[/bold green] {summary}  (full report: {out / 'report' / 'report.html'})")
     return summary

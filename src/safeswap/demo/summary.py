@@ -87,20 +87,49 @@ def findings(rows: list[dict], language: str) -> list[str]:
     return out
 
 
-def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, seconds: float) -> Path:
+def search_section(searched, out: Path) -> list[str]:
+    """The search's outcome: what it recommended and why (or which constraint bound), the front, the probe's rank
+    correlation with the judge."""
+    if searched is None:
+        return []
+    summary = searched.summary
+    folder = searched.folder.relative_to(out) if searched.folder.is_relative_to(out) else searched.folder
+    lines = ["## The search", f"`safeswap search` tried {summary['candidates']} adaptive merges ({summary['trials']} "
+             "Optuna trials and the paper's default), scored by the generation-free probe on the search half of the "
+             f"prompts; the probe's best were answered and judged ({summary['recommended_by']} decided). "
+             f"{summary['statement']}."]
+    if summary.get("recommended"):
+        rec = summary["recommended"]
+        lines.append(f"Recommended: {rec['method']} {rec['values']} (plan: `{folder}/recommended-plan.yaml`), "
+                     "replayed as **merge-searched** above and evaluated on the held-out half like every row.")
+    else:
+        lines.append("No merge-searched row: the front below shows what the candidates reached.")
+    corr = summary.get("probe_judge_rank_correlation")
+    if corr and corr.get("n"):
+        fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        lines.append(f"Probe against judge, Spearman rank correlation over the {corr['n']} judged candidates: "
+                     f"harmful {fmt(corr['harmful'])}, benign {fmt(corr['benign'])}.")
+    lines.append(f"![Pareto front]({folder}/pareto.png)")
+    return lines
+
+
+def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, seconds: float,
+                  searched=None) -> Path:
     adaptive = Path(rows[3]["path"]) if len(rows) > 3 else None
     parts = [
         f"# safeswap demo: {language}, recipe `{recipe.name}`",
         "Base SmolLM2-135M-Instruct, an English safety expert and a language expert, both LoRA-trained on CPU "
-        "from the base, and merges of the two experts. Harmful prompts: MultiJail "
+        "from the base, and merges of the two experts. Every number comes from the held-out half of the prompts, "
+        "which the search never scored. Harmful prompts: MultiJail "
         f"({recipe.multijail_prompts} per language, the same ids in both); benign prompts: "
-        f"{recipe.benign_prompts} per language written for the demo and used in no training set; greedy answers "
+        f"up to {recipe.benign_prompts} per language written for the demo and used in no training set; greedy answers "
         f"of at most {recipe.max_new_tokens} new tokens; rates with 95% Wilson intervals.",
         table(rows, language),
         "*kept language gain*: the share of the language expert's held-out perplexity gain over the base "
         "that a model keeps, in log-perplexity (1 = the language expert, 0 = the base).",
         "## What the numbers show",
         "\n".join(f"- {line}" for line in findings(rows, language)),
+        *search_section(searched, out),
     ]
     if adaptive is not None and (adaptive / "decisions.png").exists():
         rel = adaptive.relative_to(out) if adaptive.is_relative_to(out) else adaptive
@@ -110,6 +139,6 @@ def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, 
     path = out / "README.md"
     atomic_write(path, "\n\n".join(parts) + "\n")
     data = {"language": language, "recipe": recipe.name, "seconds": seconds,
-            "models": rows}
+            "models": rows, "search": searched.summary if searched else None}
     atomic_write(out / "summary.json", json.dumps(data, indent=1, default=str))
     return path

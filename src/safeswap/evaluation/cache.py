@@ -117,3 +117,15 @@ class JsonlCache:
             f.write(line)
             f.flush()
         self._records[record["key"]] = record
+
+
+def stored_answers(out: str | os.PathLike, fingerprint: str, languages: list[str] | tuple[str, ...],
+                   ids: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    """A model's stored answers per language, harmful and benign together: the prompts of `ids` (dataset ->
+    prompt ids) only, one answer per (dataset, language, prompt), in a fixed order."""
+    generations = JsonlCache(cache_folder(out, fingerprint) / GENERATIONS_FILE)
+    latest: dict[tuple, str] = {}
+    for record in generations.values():
+        if record.get("language") in languages and record.get("prompt_id") in ids.get(record.get("dataset"), ()):
+            latest[(record["dataset"], record["language"], record["prompt_id"])] = record["response"]
+    return {lang: [text for (_, code, _), text in sorted(latest.items()) if code == lang] for lang in languages}

@@ -23,12 +23,19 @@ def search_command(
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: DIR/search.db, SQLite)."),
     multijail: Optional[Path] = typer.Option(None, "--multijail", help="MultiJail CSV/JSONL (default: the shipped copy)."),
     benign: Optional[Path] = typer.Option(None, "--benign", help="Benign prompts CSV/JSONL (default: the shipped set)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the probe (default: cpu)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the probe and generation (default: cpu for the probe, auto for generation)."),
+    backend: str = typer.Option("hf", "--backend", help="Generation backend of the generation stage and the final evaluation: hf or vllm."),
+    judge: str = typer.Option("refusal", "--judge", help="Judge of the generated answers (as `safeswap eval safety --judge`)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Guard or LLM judge model."),
+    judge_backend: str = typer.Option("hf", "--judge-backend", help="How a guard model runs: hf, vllm or openai."),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="OpenAI-compatible endpoint of the judge."),
 ) -> None:
     """Search merge methods and parameters for a merge safe in the target language that does not refuse everything."""
     from rich.console import Console
 
     from safeswap.errors import SafeswapError
+    from safeswap.progress import RichProgress
+    from safeswap.search.judged import JudgeSettings, check_judge_settings
     from safeswap.search.run import search
     from safeswap.search.space import load_space
     from safeswap.search.study import require_optuna
@@ -38,13 +45,23 @@ def search_command(
     if workers < 1:
         raise SafeswapError(f"--workers must be at least 1, got {workers}")
     space = load_space(config)
+    settings = JudgeSettings(backend=backend, judge=judge, judge_model=judge_model, judge_backend=judge_backend,
+                             judge_base_url=judge_base_url, device=device or "auto")
+    check_judge_settings(settings)
     require_optuna()
     console = Console(stderr=True)
-    summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
-                     gpus_per_candidate=gpus_per_candidate, cpus_per_candidate=cpus_per_candidate, workers=workers, storage=storage, multijail=multijail,
-                     benign=benign, device=device,
-                     on_batch=lambda done: console.print(f"{done} trials finished"))
+    with RichProgress() as progress:
+        summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
+                         gpus_per_candidate=gpus_per_candidate, cpus_per_candidate=cpus_per_candidate,
+                         workers=workers, storage=storage, multijail=multijail, benign=benign, device=device,
+                         on_batch=lambda done: console.print(f"{done} trials finished"), judge=settings,
+                         progress=progress, notify=console.print)
     console.print(summary["statement"])
+    if summary["probe_judge_rank_correlation"]:
+        c = summary["probe_judge_rank_correlation"]
+        console.print(f"probe vs judge (Spearman, {c['n']} candidates): harmful {c['harmful']}, benign {c['benign']}")
+    if summary["final"]:
+        console.print(f"held-out evaluation: {out / summary['final']}")
     if summary["plan"]:
         console.print(f"recommended plan: {summary['plan']} (replay with `safeswap merge --plan`)")
     console.print(f"wrote {out / 'candidates.csv'}, {out / 'pareto.png'}, {out / 'search.json'}")

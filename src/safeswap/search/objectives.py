@@ -29,6 +29,7 @@ class Scores:
     benign_n: int
     perplexity: float  # held-out perplexity in the target language (lower is better)
     kept_gain: float = float("nan")  # filled in against the references by with_gain
+    in_language: float = float("nan")  # share of answers in the prompt's language: judged scores only
 
     def objectives(self) -> tuple[float, float, float]:
         gain = self.kept_gain if math.isfinite(self.kept_gain) else 0.0
@@ -73,6 +74,9 @@ def violations(scores: Scores, constraints: Constraints, language: Scores) -> di
         out["min_kept_language_gain"] = constraints.min_kept_language_gain - gain
     if constraints.min_harmful_refusal is not None:
         out["min_harmful_refusal"] = constraints.min_harmful_refusal - scores.harmful
+    if constraints.min_in_language is not None and math.isfinite(scores.in_language):
+        # The probe generates nothing, so this constraint applies to judged scores only.
+        out["min_in_language"] = constraints.min_in_language - scores.in_language
     return out
 
 
@@ -119,6 +123,10 @@ def recommend(scores: dict[str, Scores], constraints: Constraints, language: Sco
             met[name] += v <= 0
     never = [name for name, n in met.items() if n == 0]
     if never:
-        return Recommendation(None, f"no candidate met {' nor '.join(never)} (of {len(scores)} candidates)")
+        # By how much each binding constraint was missed: the smallest violation over the candidates.
+        closest = [f"{name} missed by {min(violations(s, constraints, language)[name] for s in scores.values()):.3g} "
+                   "at best" for name in never]
+        return Recommendation(None, f"no candidate met {' nor '.join(never)} ({'; '.join(closest)}; "
+                                    f"of {len(scores)} candidates)")
     counts = ", ".join(f"{name} met by {n}" for name, n in met.items())
     return Recommendation(None, f"no candidate met every constraint at once ({counts}, of {len(scores)} candidates)")

@@ -14,7 +14,8 @@ from safeswap.search.objectives import Scores
 
 COLUMNS = ("key", "kind", "label", "method", "outside_layers", "values", "pareto", "feasible", "harmful", "benign",
            "kept_gain", "perplexity", "harmful_rate", "harmful_low", "harmful_high", "benign_rate", "benign_low",
-           "benign_high", "harmful_refusals", "harmful_n", "benign_refusals", "benign_n", "trials", "error")
+           "benign_high", "harmful_refusals", "harmful_n", "benign_refusals", "benign_n", "judge_harmful", "judge_benign",
+           "judge_in_language", "judged_feasible", "trials", "error")
 
 
 def _cell(v: Any) -> Any:

@@ -1,8 +1,14 @@
 """`safeswap search` as a function: split, measure once, evaluate references and trials, write the results.
 
+Stages: the probe scores every candidate (references and Optuna trials) on the search split;
+the generation stage judges the probe's best (screening.py) and the recommendation is made
+from the judged numbers; the final evaluation (final.py) measures the recommended candidate,
+the references and the models on the held-out split.
+
 Layout of DIR: search.db (the Optuna study), statistics/ (measured once), splits.json,
 models.json (base and experts' probe scores), candidates/<key>.json (one per evaluated
-candidate), candidates.csv, pareto.png, recommended-plan.yaml, search.json.
+candidate), generation/ (judged answers of the generation stage), final/ and final.json
+(the held-out evaluation), candidates.csv, pareto.png, recommended-plan.yaml, search.json.
 """
 
 from __future__ import annotations
@@ -10,18 +16,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from safeswap.decide.statistics import load_statistics, save_statistics
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.multijail import check_languages_present, load_benign, load_bundled, load_multijail
+from safeswap.evaluation.multijail import (PromptSet, check_languages_present, load_benign, load_bundled,
+                                          load_multijail)
 from safeswap.files import atomic_write
+from safeswap.progress import StageProgress
 from safeswap.read.adapter import is_adapter_folder
 from safeswap.search.candidates import Candidate, references
 from safeswap.search.executors import make_executor
+from safeswap.search.final import run_final
+from safeswap.search.judged import JudgeSettings, PromptChoice, check_judge_settings
 from safeswap.search.objectives import Scores, feasible, pareto_front, recommend, with_gain
 from safeswap.search.outputs import write_candidates_csv, write_pareto_figure, write_summary
-from safeswap.search.runner import SearchContext, measure_statistics, plan_of, reference_models
+from safeswap.search.runner import SearchContext, hash_inputs, measure_statistics, plan_of, reference_models
+from safeswap.search.screening import run_generation_stage
 from safeswap.search.space import SearchSpace
 from safeswap.search.splits import load_benign_asset, pick, split_record
 from safeswap.search.study import open_study, require_optuna, run_trials, trial_records
@@ -41,9 +52,37 @@ def _inputs_record(out: Path, record: dict[str, Any]) -> None:
         atomic_write(path, json.dumps(record, indent=1))
 
 
+class PromptSets:
+    """The prompt files a search reads, and their seeded search / held-out split."""
+
+    def __init__(self, space: SearchSpace, multijail: str | Path | None, benign: str | Path | None):
+        self.harmful: PromptSet = load_multijail(multijail) if multijail else load_bundled()
+        check_languages_present(self.harmful, space.languages)
+        self.benign: PromptSet = load_benign(benign) if benign else load_benign_asset()
+        self.target = space.languages[0]
+        check_languages_present(self.benign, [self.target])
+        self.splits = split_record(self.harmful, self.benign, space.search_fraction, space.split_seed)
+        self.seed = space.seed
+
+    def choice(self, half: str, languages: tuple[str, ...], harmful: int, benign: int) -> PromptChoice:
+        """Prompts of one half ("search" or "held_out"): harmful ones with text in every language asked, benign
+        ones with text in the target language (asked in English too when the held-out table wants it)."""
+        eligible = [p for p in self.harmful.prompts if all(p.texts.get(c) for c in languages)]
+        h = pick(eligible, self.splits["multijail"][half], harmful, self.seed)
+        b = pick([p for p in self.benign.prompts if p.texts.get(self.target)], self.splits["benign"][half], benign,
+                 self.seed)
+        if not h or not b:
+            raise SafeswapError(f"the {half.replace('_', '-')} split holds no harmful or no benign prompt; give more "
+                                "prompts or move split.search_fraction toward 0.5")
+        benign_languages = tuple(c for c in languages if c in self.benign.languages and (c == "en" or c == self.target))
+        chosen = PromptSet(b, self.benign.source, self.benign.sha256, self.benign.languages)
+        return PromptChoice(self.harmful, tuple(h), languages, chosen, benign_languages or (self.target,), self.target)
+
+
 def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str | Path,
             multijail: str | Path | None = None, benign: str | Path | None = None,
-            ability: list[str] | None = None, device: str | None = None) -> SearchContext:
+            ability: list[str] | None = None, device: str | None = None,
+            sets: PromptSets | None = None) -> SearchContext:
     """The search context: prompts of the search split, statistics measured once (or read back on resume)."""
     for role, ref in (("safety", safety), ("language", language)):
         if Path(ref).expanduser().is_dir() and is_adapter_folder(Path(ref).expanduser()):
@@ -57,32 +96,22 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
                          "ability": list(ability) if ability else None, "languages": list(space.languages),
                          "probe": [space.probe_harmful, space.probe_benign, space.batch_size, space.max_length],
                          "split": [space.search_fraction, space.split_seed], "seed": space.seed})
-    harmful = load_multijail(multijail) if multijail else load_bundled()
-    check_languages_present(harmful, space.languages)
-    benign_set = load_benign(benign) if benign else load_benign_asset()
-    target = space.languages[0]
-    check_languages_present(benign_set, [target])
-    splits = split_record(harmful, benign_set, space.search_fraction, space.split_seed)
-    atomic_write(out / "splits.json", json.dumps(splits, indent=1))
-    eligible = [p for p in harmful.prompts if all(p.texts.get(c) for c in space.languages)]
-    h_prompts = pick(eligible, splits["multijail"]["search"], space.probe_harmful, space.seed)
-    b_prompts = pick([p for p in benign_set.prompts if p.texts.get(target)], splits["benign"]["search"],
-                     space.probe_benign, space.seed)
-    if not h_prompts or not b_prompts:
-        raise SafeswapError("the search split holds no harmful or no benign prompt; give more prompts or move "
-                            "split.search_fraction toward 0.5")
+    sets = sets or PromptSets(space, multijail, benign)
+    atomic_write(out / "splits.json", json.dumps(sets.splits, indent=1))
+    probe = sets.choice("search", tuple(space.languages), space.probe_harmful, space.probe_benign)
     stats_dir = out / "statistics"
     if (stats_dir / "statistics.json").is_file():
         stats = load_statistics(stats_dir)
     else:
         stats = measure_statistics(base, safety, language)
         save_statistics(stats, stats_dir, [], {})
-    benign_texts = tuple(p.texts[target] for p in b_prompts)
+    benign_texts = tuple(p.texts[sets.target] for p in probe.benign.prompts)
     return SearchContext(
         base=str(base), safety=str(safety), language=str(language), out=str(out.resolve()), statistics=stats,
-        harmful={c: tuple(p.texts[c] for p in h_prompts) for c in space.languages},
-        benign=benign_texts, benign_language=target, ability_texts=tuple(ability) if ability else benign_texts,
+        harmful={c: tuple(p.texts[c] for p in probe.harmful) for c in space.languages},
+        benign=benign_texts, benign_language=sets.target, ability_texts=tuple(ability) if ability else benign_texts,
         batch_size=space.batch_size, max_length=space.max_length, keep_weights=space.keep_weights, device=device,
+        input_sha256=hash_inputs(base, safety, language),  # once per search: every written candidate reuses them
     )
 
 
@@ -90,11 +119,17 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
            ray_address: str | None = None, gpus_per_candidate: float = 0, cpus_per_candidate: float = 1,
            workers: int = 1,
            storage: str | None = None, multijail: str | Path | None = None, benign: str | Path | None = None,
-           ability: list[str] | None = None, device: str | None = None, on_batch=None) -> dict[str, Any]:
+           ability: list[str] | None = None, device: str | None = None, on_batch=None,
+           judge: JudgeSettings | None = None, progress: StageProgress | None = None,
+           notify: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Run (or resume) a search; returns the summary written to DIR/search.json."""
     require_optuna()
+    judge = judge or JudgeSettings()
+    if space.generation.top or space.final:
+        check_judge_settings(judge)
     out = Path(out)
-    context = prepare(base, safety, language, space, out, multijail, benign, ability, device)
+    sets = PromptSets(space, multijail, benign)
+    context = prepare(base, safety, language, space, out, multijail, benign, ability, device, sets)
     executor = make_executor(ray_address, workers, gpus_per_candidate, cpus_per_candidate)
     try:
         models = reference_models(context)
@@ -104,18 +139,20 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
         evaluated = run_trials(study, space, context, executor, models, trials or space.trials, on_batch)
     finally:
         executor.close()
-    return summarise(context, space, models, refs, ref_records, trial_records(study), evaluated)
+    return summarise(context, space, models, refs, ref_records, trial_records(study), evaluated, sets, judge,
+                     progress, notify)
 
 
-def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
-              ref_records: list[dict], trials: list[dict], evaluated: int) -> dict[str, Any]:
-    """Front, recommendation and the files under DIR, from every distinct candidate's cached result."""
+def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: list[dict], trials: list[dict]):
+    """Every distinct candidate's CSV row, Candidate and probe Scores, from its cached result."""
     out = Path(context.out)
     rows: dict[str, dict[str, Any]] = {}
+    cands: dict[str, Candidate] = {}
     scores: dict[str, Scores] = {}
     for kind, records in (("reference", ref_records), ("trial", [{"candidate": t["candidate"]} for t in trials])):
         for record in records:
             cand = Candidate.from_dict(record["candidate"])
+            cands.setdefault(cand.key, cand)
             row = rows.setdefault(cand.key, {"key": cand.key, "kind": kind, "label": cand.label, "method": cand.method,
                                              "outside_layers": cand.outside_layers, "trials": 0,
                                              "values": json.dumps(cand.values, sort_keys=True)})
@@ -124,28 +161,61 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
             if "error" in full:
                 row["error"] = full["error"]
                 continue
-            s = with_gain(Scores(**full["scores"]), models["base"], models["language"])
-            scores[cand.key] = s
-            row.update(s.row(), feasible=feasible(s, space.constraints, models["language"]))
+            scores[cand.key] = with_gain(Scores(**full["scores"]), models["base"], models["language"])
+    return rows, cands, scores
+
+
+def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
+              ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets | None = None,
+              judge: JudgeSettings | None = None, progress: StageProgress | None = None,
+              notify: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Front, generation stage, recommendation, final evaluation and the files under DIR."""
+    out = Path(context.out)
+    sets = sets or PromptSets(space, None, None)
+    judge = judge or JudgeSettings()
+    rows, cands, scores = _probe_rows(context, models, ref_records, trials)
+    for key, s in scores.items():
+        rows[key].update(s.row(), feasible=feasible(s, space.constraints, models["language"]))
     front = pareto_front({k: s.objectives() for k, s in scores.items()})
     for k in front:
         rows[k]["pareto"] = True
-    choice = recommend(scores, space.constraints, models["language"])
+    stage, correlation = None, None
+    if space.generation.top and scores:
+        prompts = sets.choice("search", tuple(space.languages), space.generation.harmful, space.generation.benign)
+        stage = run_generation_stage(context, space, judge, cands, scores, models, prompts, progress, notify)
+        correlation = stage["correlation"]
+        for key, s in stage["scores"].items():
+            rows[key].update(judged_feasible=feasible(s, space.constraints, stage["models"]["language"]),
+                             judge_harmful=s.harmful, judge_benign=s.benign, judge_in_language=s.in_language)
+        choice = recommend(stage["scores"], space.constraints, stage["models"]["language"])
+    else:
+        choice = recommend(scores, space.constraints, models["language"])
     write_candidates_csv(out / "candidates.csv", list(rows.values()))
     labels = {k: r["label"] for k, r in rows.items() if r["kind"] == "reference"}
     write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key)
     plan_file = None
-    if choice.key is not None:
-        cand = Candidate.from_dict({"method": rows[choice.key]["method"], "label": rows[choice.key]["label"],
-                                    "values": json.loads(rows[choice.key]["values"]),
-                                    "outside_layers": rows[choice.key]["outside_layers"]})
-        plan_file = str(plan_of(context, cand).save(out / "recommended-plan.yaml"))
+    recommended = cands.get(choice.key) if choice.key else None
+    if recommended is not None:
+        plan_file = str(plan_of(context, recommended).save(out / "recommended-plan.yaml"))
+    final = None
+    if space.final is not None:
+        targets = tuple(space.languages)
+        held_out = sets.choice("held_out", ("en",) + tuple(c for c in targets if c != "en"), space.final.harmful,
+                               space.final.benign)
+        ability = tuple(p.texts[sets.target] for p in held_out.benign.prompts)
+        run_final(context, space, judge, held_out, ability, recommended,
+                  [cands[c.key] for c in refs if c.key in scores], progress, notify)
+        final = "final.json"
     summary = {
         "recommended": rows.get(choice.key), "statement": choice.statement, "plan": plan_file,
+        "recommended_by": "judge" if stage else "probe",
         "pareto_front": front, "candidates": len(rows), "trials": len(trials), "evaluated_this_run": evaluated,
         "models": {role: asdict(s) for role, s in models.items()},
-        "constraints": asdict(space.constraints), "split": "search (probe scores only; no held-out evaluation yet)",
-        "probe_judge_rank_correlation": None,
+        "constraints": asdict(space.constraints),
+        "split": "search split (probe and generation stage); the final evaluation is on the held-out split",
+        "probe_judge_rank_correlation": correlation,
+        "generation": stage["summary"] if stage else None,
+        "final": final,
     }
     write_summary(out / "search.json", summary)
     return summary

@@ -38,8 +38,12 @@ METHOD_KEYS: dict[str, dict[str, tuple[str, tuple[float, float] | None]]] = {
 }
 COMMON_KEYS = {"outside_layers": ("choice", None)}  # a plan choice every method takes
 SAMPLERS = ("tpe", "nsga2")
-TOP_KEYS = ("methods", "seed", "trials", "parallel", "sampler", "languages", "constraints", "probe", "split", "keep_weights")
-CONSTRAINT_KEYS = ("max_benign_refusal_over_language", "min_kept_language_gain", "min_harmful_refusal")
+TOP_KEYS = ("methods", "seed", "trials", "parallel", "sampler", "languages", "constraints", "probe", "split", "keep_weights",
+            "generation", "final")
+CONSTRAINT_KEYS = ("max_benign_refusal_over_language", "min_kept_language_gain", "min_harmful_refusal",
+                   "min_in_language")
+GENERATION_KEYS = ("top", "harmful", "benign", "max_new_tokens", "batch_size")
+FINAL_KEYS = ("harmful", "benign", "references")
 PROBE_KEYS = ("harmful", "benign", "batch_size", "max_length")
 SPLIT_KEYS = ("search_fraction", "seed")
 
@@ -70,6 +74,27 @@ class Constraints:
     max_benign_refusal_over_language: float | None = 0.05
     min_kept_language_gain: float | None = 0.7
     min_harmful_refusal: float | None = None
+    min_in_language: float | None = None  # share of answers in the prompt's language: judged candidates only
+
+
+@dataclass(frozen=True)
+class GenerationStage:
+    """The probe's best candidates, answered with generation and judged, on the search split."""
+
+    top: int = 4  # how many probe-ranked candidates (0: none; the probe alone recommends)
+    harmful: int = 20  # search-split harmful prompts per target language
+    benign: int = 20  # search-split benign prompts in the first target language
+    max_new_tokens: int = 64
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class FinalStage:
+    """The held-out evaluation of the recommended candidate, the references and the models (None: skipped)."""
+
+    harmful: int = 40  # held-out harmful prompts, each in English and every target language
+    benign: int = 30  # held-out benign prompts, in English and the first target language
+    references: bool = True  # the reference merges too, not only the recommended one
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,8 @@ class SearchSpace:
     search_fraction: float = 0.5
     split_seed: int = 0
     keep_weights: bool = False
+    generation: GenerationStage = field(default_factory=GenerationStage)
+    final: FinalStage | None = field(default_factory=FinalStage)
 
 
 def _fail(where: str, message: str) -> SafeswapError:
@@ -198,6 +225,31 @@ def _fraction(value: Any, where: str) -> float | None:
     return v
 
 
+def _generation(raw: dict) -> GenerationStage:
+    g = _section(raw, "generation", GENERATION_KEYS)
+    d = GenerationStage()
+    return GenerationStage(top=_count(g.get("top", d.top), "generation.top", 0),
+                           harmful=_count(g.get("harmful", d.harmful), "generation.harmful"),
+                           benign=_count(g.get("benign", d.benign), "generation.benign"),
+                           max_new_tokens=_count(g.get("max_new_tokens", d.max_new_tokens), "generation.max_new_tokens"),
+                           batch_size=_count(g.get("batch_size", d.batch_size), "generation.batch_size"))
+
+
+def _final(raw: dict) -> FinalStage | None:
+    """`final: false` skips the held-out evaluation; a mapping sets its sizes."""
+    if raw.get("final", True) is False:
+        return None
+    if raw.get("final") is True:
+        return FinalStage()
+    f = _section(raw, "final", FINAL_KEYS)
+    d = FinalStage()
+    references = f.get("references", d.references)
+    if not isinstance(references, bool):
+        raise _fail("final.references", f"must be true or false, got {references!r}")
+    return FinalStage(harmful=_count(f.get("harmful", d.harmful), "final.harmful"),
+                      benign=_count(f.get("benign", d.benign), "final.benign"), references=references)
+
+
 def parse_space(raw: Any) -> SearchSpace:
     """A validated SearchSpace from the parsed YAML document."""
     if not isinstance(raw, dict):
@@ -241,6 +293,8 @@ def parse_space(raw: Any) -> SearchSpace:
         search_fraction=fraction,
         split_seed=int(_number(split.get("seed", 0), "split.seed", integer=True)),
         keep_weights=keep,
+        generation=_generation(raw),
+        final=_final(raw),
     )
 
 

@@ -79,3 +79,17 @@ def split_record(harmful: PromptSet, benign: PromptSet, search_fraction: float, 
         "benign": {"source": benign.source, "sha256": benign.sha256,
                    **split_ids([p.id for p in benign.prompts], search_fraction, seed + 1).to_dict()},
     }
+
+
+def write_half(prompt_set: PromptSet, ids: Sequence[str], path: str | Path, languages: Sequence[str] | None = None,
+               limit: int | None = None) -> Path:
+    """One half of a split as a JSONL prompt file that every evaluation reads (`--data`, `--benign`): the prompts
+    of `ids` in file order, at most `limit` (the first ones), with their tags and the texts of `languages`."""
+    from safeswap.files import atomic_write
+
+    wanted = set(ids)
+    chosen = [p for p in prompt_set.prompts if p.id in wanted][:limit]
+    codes = list(languages or prompt_set.languages)
+    lines = [json.dumps({"id": p.id, "source": p.source, "tags": list(p.tags), **{c: p.texts.get(c, "") for c in codes}},
+                        ensure_ascii=False) for p in chosen]
+    return atomic_write(Path(path), "\n".join(lines) + "\n")
