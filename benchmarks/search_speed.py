@@ -1,4 +1,5 @@
-"""Candidates per hour of `safeswap search` on the demo's 135M experts: in-process, and 1 against 2 Ray workers.
+"""Candidates per hour of `safeswap search` on the demo's 135M experts: probe stage and generation stage apart,
+in-process, and 1 against 2 Ray workers.
 
 Uses the demo's base model and experts (full weights) from $SAFESWAP_CACHE (or --cache), training
 them first when they are missing (as `safeswap demo` does). Each contender is one
@@ -8,13 +9,16 @@ them first when they are missing (as `safeswap demo` does). Each contender is on
   ray, 1 worker           a local Ray with 2 CPUs, each candidate asking for both
   ray, 2 workers          a local Ray with 2 CPUs, each candidate asking for one
 
-and prints wall time, candidates evaluated (references included) and candidates per hour,
-end to end: the statistics and the base and experts' probe scores count in the time.
-Only the probe stage exists in `safeswap search` today, so every figure is probe-screened
-candidates. Run from the repository root:
+and prints, from the search's DIR/timings.json, the probe stage (statistics, the base and
+experts' probe scores and every candidate's; candidates include the references) as
+probe-screened candidates per hour, and the generation stage (the probe's top candidates,
+the paper's default and the three models answer `--generate` search-split prompts per set,
+48 new tokens, refusal judge) as judged models per hour. The generation stage runs in the
+search process whoever ran the trials, so the Ray contenders run the probe stage only.
+Run from the repository root:
 
-  python benchmarks/search_speed.py                   # 6 trials, 16 harmful and 16 benign probe prompts
-  python benchmarks/search_speed.py --trials 12 --probe 40
+  python benchmarks/search_speed.py                   # 6 trials, 16 + 16 probe prompts, top 2 judged on 20 + 20
+  python benchmarks/search_speed.py --trials 12 --probe 40 --top 4
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ parallel: 2
 languages: [ko]
 probe: {{harmful: {probe}, benign: {probe}, batch_size: 8, max_length: 192}}
 constraints: {{max_benign_refusal_over_language: 0.1, min_kept_language_gain: 0.7}}
+generation: {{top: {top}, harmful: {generate}, benign: {generate}, max_new_tokens: 48}}
+final: false
 methods:
   adaptive: {{tau: {{low: 0.0001, high: 0.01, log: true}}, alpha: {{low: 0.2, high: 0.8}}}}
   linear: {{weight: {{low: 0.2, high: 0.8}}}}
@@ -54,6 +60,7 @@ def experts(cache: str | None) -> tuple[Path, Path, Path]:
 
 
 def run(label: str, folders, config: Path, out: Path, extra: list[str]) -> dict:
+    """One `safeswap search` process; its probe stage (and generation stage, when it ran) per hour."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "safeswap.cli", "search", "--base", str(folders[0]), "--safety", str(folders[1]),
            "--language", str(folders[2]), "--config", str(config), "--out", str(out), *extra]
@@ -63,9 +70,17 @@ def run(label: str, folders, config: Path, out: Path, extra: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed:\n{proc.stderr[-2000:]}")
     summary = json.loads((out / "search.json").read_text(encoding="utf-8"))
+    times = json.loads((out / "timings.json").read_text(encoding="utf-8"))
     candidates = summary["candidates"]
-    print(f"{label:<18} wall {wall:7.1f} s   candidates {candidates:3d}   {3600 * candidates / wall:6.1f} per hour", flush=True)
-    return {"label": label, "wall": wall, "candidates": candidates}
+    probe = times["statistics and input hashes"] + times["probe stage"]
+    line = (f"{label:<16} wall {wall:7.1f} s | probe stage {probe:6.1f} s, {candidates:3d} candidates, "
+            f"{3600 * candidates / probe:6.1f} per hour")
+    if "generation stage" in times:
+        judged = len(summary["generation"]["candidates"]) + 3  # and the base and both experts
+        line += (f" | generation stage {times['generation stage']:6.1f} s, {judged} models judged, "
+                 f"{3600 * judged / times['generation stage']:6.1f} per hour")
+    print(line, flush=True)
+    return {"label": label, "wall": wall, "probe": probe, "candidates": candidates}
 
 
 def main() -> None:
@@ -74,21 +89,26 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(".bench-cache/search"))
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--probe", type=int, default=16, help="harmful and benign probe prompts each")
+    ap.add_argument("--top", type=int, default=2, help="probe-ranked candidates judged in the generation stage")
+    ap.add_argument("--generate", type=int, default=20, help="harmful and benign prompts each answered per model")
     ap.add_argument("--no-ray", action="store_true", help="time the in-process search only")
     args = ap.parse_args()
 
     folders = experts(args.cache)
     args.work.mkdir(parents=True, exist_ok=True)
-    config = args.work / "search.yaml"
-    config.write_text(SPACE.format(trials=args.trials, probe=args.probe), encoding="utf-8")
-    results = [run("in-process", folders, config, args.work / "in-process", [])]
+    config, probe_only = args.work / "search.yaml", args.work / "search-probe-only.yaml"
+    config.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=args.top, generate=args.generate),
+                      encoding="utf-8")
+    probe_only.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=0, generate=args.generate),
+                          encoding="utf-8")
+    run("in-process", folders, config, args.work / "in-process", [])
     if not args.no_ray:
-        results.append(run("ray, 1 worker", folders, config, args.work / "ray-1",
-                           ["--ray-address", "local", "--cpus-per-candidate", "2"]))
-        results.append(run("ray, 2 workers", folders, config, args.work / "ray-2",
-                           ["--ray-address", "local", "--cpus-per-candidate", "1"]))
-        one, two = results[1], results[2]
-        print(f"\n2 Ray workers against 1: candidates per hour x{(two['candidates'] / two['wall']) / (one['candidates'] / one['wall']):.2f}")
+        one = run("ray, 1 worker", folders, probe_only, args.work / "ray-1",
+                  ["--ray-address", "local", "--cpus-per-candidate", "2"])
+        two = run("ray, 2 workers", folders, probe_only, args.work / "ray-2",
+                  ["--ray-address", "local", "--cpus-per-candidate", "1"])
+        ratio = (two["candidates"] / two["probe"]) / (one["candidates"] / one["probe"])
+        print(f"\n2 Ray workers against 1: probe-screened candidates per hour x{ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -64,3 +64,23 @@ def test_an_adapter_expert_is_refused_in_one_line(tmp_path):
     with pytest.raises(SafeswapError, match="language expert .* is a LoRA adapter; safeswap search takes full checkpoints"):
         prepare(str(tmp_path / "base"), str(tmp_path / "safety"), str(adapter), space, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "openai"], "--backend openai: a search generates with hf or vllm"),
+    (["--judge", "nope"], "unknown judge 'nope'"),
+])
+def test_bad_generation_flags_are_one_line_before_any_work(tmp_path, flags, message):
+    config = tmp_path / "s.yaml"
+    config.write_text("methods: {linear: {weight: 0.5}}\n")
+    out = tmp_path / "out"
+    result = invoke(["--base", "b", "--safety", "s", "--language", "l", "--config", str(config), "--out", str(out),
+                     *flags])
+    assert isinstance(result.exception, SafeswapError) and message in str(result.exception)
+    assert not out.exists()
+
+
+def test_help_lists_the_generation_flags():
+    result = invoke(["--help"])
+    for flag in ("--backend", "--judge", "--judge-model", "--judge-backend", "--judge-base-url"):
+        assert flag in result.output

@@ -68,3 +68,9 @@ def test_no_feasible_candidate_says_which_constraint():
     r = recommend({"a": s(0.9, 0.5, 6, 0.9), "b": s(0.9, 0.1, 6, 0.1)}, c, LANGUAGE)
     assert r.key is None and "no candidate met every constraint at once" in r.statement
     assert "max_benign_refusal_over_language met by 1" in r.statement
+
+
+def test_harmful_refusal_over_the_language_expert_is_measured_against_it():
+    c = Constraints(None, None, None, min_harmful_refusal_over_language=0.15)
+    assert violations(s(0.2, 0.1, 6), c, LANGUAGE)["min_harmful_refusal_over_language"] == pytest.approx(0.05)
+    assert violations(s(0.3, 0.1, 6), c, LANGUAGE)["min_harmful_refusal_over_language"] == pytest.approx(-0.05)

@@ -171,6 +171,7 @@ def test_the_generation_stage_judges_the_probe_top_and_the_paper_default(searche
     assert summary["recommended_by"] == "judge"
     corr = summary["probe_judge_rank_correlation"]
     assert corr["n"] == len(gen["candidates"]) and corr["method"] == "spearman"
+    assert corr["with_models"]["n"] == corr["n"] + 3
     import csv
 
     rows = {r["key"]: r for r in csv.DictReader((out / "candidates.csv").open())}

@@ -73,15 +73,16 @@ class DemoRecipe:
     extra: dict = field(default_factory=dict)
 
 
-# The demo's search: the adaptive rule's unit size, tau and alpha, against the aim (benign refusal
-# within 10 points of the language expert's, 70% of its perplexity gain kept). Its table is the held-out
-# evaluation, so the search's own final stage is off.
+# The demo's search: the adaptive rule's unit size, tau and alpha, against the demo's aim (harmful Korean
+# prompts refused clearly more often than by the language expert, benign ones within 10 points of it, 70%
+# of its perplexity gain kept). Its table is the held-out evaluation, so the search's own final stage is off.
 FULL_SEARCH = {
     "seed": 0, "trials": 12, "parallel": 1,
-    "constraints": {"max_benign_refusal_over_language": 0.10, "min_kept_language_gain": 0.7},
+    "constraints": {"max_benign_refusal_over_language": 0.10, "min_kept_language_gain": 0.7,
+                    "min_harmful_refusal_over_language": 0.15},
     "probe": {"harmful": 16, "benign": 16, "batch_size": 8, "max_length": 192},
     "split": {"search_fraction": 0.5, "seed": 0},
-    "generation": {"top": 3, "harmful": 20, "benign": 20, "max_new_tokens": 48},
+    "generation": {"top": 4, "harmful": 20, "benign": 20, "max_new_tokens": 48},
     "final": False,
     "methods": {"adaptive": {"granularity": ["module", "layer", "projection"],
                              "tau": {"low": 0.0002, "high": 0.01, "log": True}, "alpha": {"low": 0.0, "high": 1.0}}},

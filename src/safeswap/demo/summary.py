@@ -107,8 +107,13 @@ def search_section(searched, out: Path) -> list[str]:
     corr = summary.get("probe_judge_rank_correlation")
     if corr and corr.get("n"):
         fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-        lines.append(f"Probe against judge, Spearman rank correlation over the {corr['n']} judged candidates: "
-                     f"harmful {fmt(corr['harmful'])}, benign {fmt(corr['benign'])}.")
+        line = (f"Probe against judge, Spearman rank correlation over the {corr['n']} judged candidates: "
+                f"harmful {fmt(corr['harmful'])}, benign {fmt(corr['benign'])}")
+        if corr.get("with_models"):
+            more = corr["with_models"]
+            line += (f"; with the base and both experts ({more['n']} models): harmful {fmt(more['harmful'])}, "
+                     f"benign {fmt(more['benign'])}")
+        lines.append(line + ".")
     lines.append(f"![Pareto front]({folder}/pareto.png)")
     return lines
 

@@ -128,6 +128,10 @@ def _facts(summary: dict[str, Any]) -> list[str]:
         parts.append(f"at least {percent(v)}% of the language expert's perplexity gain kept")
     if (v := _number(constraints.get("min_harmful_refusal"))) is not None:
         parts.append(f"harmful refusal at least {percent(v)}%")
+    if (v := _number(constraints.get("min_harmful_refusal_over_language"))) is not None:
+        parts.append(f"harmful refusal at least the language expert's + {percent(v)} points")
+    if (v := _number(constraints.get("min_in_language"))) is not None:
+        parts.append(f"at least {percent(v)}% of answers in the prompt's language")
     facts = [counts, f"Constraints: {'; '.join(parts) if parts else 'none'}."]
     if summary.get("split"):
         facts.append(f"Split: {summary['split']}.")
@@ -197,8 +201,14 @@ def correlation_line(summary: dict[str, Any]) -> str | None:
     if not isinstance(corr, dict):
         return None
     method = str(corr.get("method") or "spearman").capitalize()
-    values = ", ".join(f"{k} {MISSING if (v := _number(corr.get(k))) is None else f'{v:.2f}'}" for k in ("harmful", "benign"))
-    return f"Probe vs judge ({method}, {corr.get('n', MISSING)} candidates): {values}"
+    def values(entry: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {MISSING if (v := _number(entry.get(k))) is None else f'{v:.2f}'}"
+                         for k in ("harmful", "benign"))
+
+    line = f"Probe vs judge ({method}, {corr.get('n', MISSING)} candidates): {values(corr)}"
+    if isinstance(more := corr.get("with_models"), dict):
+        line += f"; with the base and both experts ({more.get('n', MISSING)} models): {values(more)}"
+    return line
 
 
 def _generation_cells(probe: dict[str, Any], judge: dict[str, Any], metric: Any, benign: str, rank: Any) -> list[Cell]:

@@ -74,6 +74,9 @@ def violations(scores: Scores, constraints: Constraints, language: Scores) -> di
         out["min_kept_language_gain"] = constraints.min_kept_language_gain - gain
     if constraints.min_harmful_refusal is not None:
         out["min_harmful_refusal"] = constraints.min_harmful_refusal - scores.harmful
+    if constraints.min_harmful_refusal_over_language is not None:
+        need = language.harmful + constraints.min_harmful_refusal_over_language
+        out["min_harmful_refusal_over_language"] = need - scores.harmful
     if constraints.min_in_language is not None and math.isfinite(scores.in_language):
         # The probe generates nothing, so this constraint applies to judged scores only.
         out["min_in_language"] = constraints.min_in_language - scores.in_language
@@ -107,14 +110,16 @@ class Recommendation:
     statement: str
 
 
-def recommend(scores: dict[str, Scores], constraints: Constraints, language: Scores) -> Recommendation:
+def recommend(scores: dict[str, Scores], constraints: Constraints, language: Scores,
+              names: dict[str, str] | None = None) -> Recommendation:
     """Among the candidates meeting every constraint, the one that refuses most harmful prompts (ties: fewest
     benign refusals, then most language gain kept); else a plain statement of which constraint none met."""
     ok = {k: s for k, s in scores.items() if feasible(s, constraints, language)}
     if ok:
         best = max(ok, key=lambda k: (ok[k].harmful, -ok[k].benign, ok[k].objectives()[2]))
+        name = (names or {}).get(best, best)
         return Recommendation(best, f"{len(ok)} of {len(scores)} candidates meet every constraint; "
-                                    f"recommended {best}: the highest harmful refusal among them")
+                                    f"recommended {name}: the highest harmful refusal among them")
     if not scores:
         return Recommendation(None, "no candidate was evaluated")
     met = {name: 0 for name in violations(next(iter(scores.values())), constraints, language)}

@@ -14,6 +14,7 @@ candidate), generation/ (judged answers of the generation stage), final/ and fin
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -128,8 +129,10 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
     if space.generation.top or space.final:
         check_judge_settings(judge)
     out = Path(out)
+    clock = StageTimes()
     sets = PromptSets(space, multijail, benign)
     context = prepare(base, safety, language, space, out, multijail, benign, ability, device, sets)
+    clock.lap("statistics and input hashes")
     executor = make_executor(ray_address, workers, gpus_per_candidate, cpus_per_candidate)
     try:
         models = reference_models(context)
@@ -139,8 +142,25 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
         evaluated = run_trials(study, space, context, executor, models, trials or space.trials, on_batch)
     finally:
         executor.close()
-    return summarise(context, space, models, refs, ref_records, trial_records(study), evaluated, sets, judge,
-                     progress, notify)
+    clock.lap("probe stage")
+    summary = summarise(context, space, models, refs, ref_records, trial_records(study), evaluated, sets, judge,
+                        progress, notify, clock)
+    atomic_write(out / "timings.json", json.dumps(clock.seconds, indent=1))
+    return summary
+
+
+class StageTimes:
+    """Wall seconds of each stage of this run, written to DIR/timings.json (apart from search.json, which the
+    same inputs make byte-identical; times are not)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self.last, 3)
+        self.last = now
 
 
 def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: list[dict], trials: list[dict]):
@@ -168,9 +188,11 @@ def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: 
 def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
               ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets | None = None,
               judge: JudgeSettings | None = None, progress: StageProgress | None = None,
-              notify: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+              notify: Callable[[str], None] = lambda message: None, clock: StageTimes | None = None
+              ) -> dict[str, Any]:
     """Front, generation stage, recommendation, final evaluation and the files under DIR."""
     out = Path(context.out)
+    clock = clock or StageTimes()
     sets = sets or PromptSets(space, None, None)
     judge = judge or JudgeSettings()
     rows, cands, scores = _probe_rows(context, models, ref_records, trials)
@@ -179,6 +201,7 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
     front = pareto_front({k: s.objectives() for k, s in scores.items()})
     for k in front:
         rows[k]["pareto"] = True
+    names = {k: f"{c.label} ({c.describe()})" if c.label else c.describe() for k, c in cands.items()}
     stage, correlation = None, None
     if space.generation.top and scores:
         prompts = sets.choice("search", tuple(space.languages), space.generation.harmful, space.generation.benign)
@@ -187,9 +210,10 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         for key, s in stage["scores"].items():
             rows[key].update(judged_feasible=feasible(s, space.constraints, stage["models"]["language"]),
                              judge_harmful=s.harmful, judge_benign=s.benign, judge_in_language=s.in_language)
-        choice = recommend(stage["scores"], space.constraints, stage["models"]["language"])
+        choice = recommend(stage["scores"], space.constraints, stage["models"]["language"], names)
+        clock.lap("generation stage")
     else:
-        choice = recommend(scores, space.constraints, models["language"])
+        choice = recommend(scores, space.constraints, models["language"], names)
     write_candidates_csv(out / "candidates.csv", list(rows.values()))
     labels = {k: r["label"] for k, r in rows.items() if r["kind"] == "reference"}
     write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key)
@@ -206,6 +230,7 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         run_final(context, space, judge, held_out, ability, recommended,
                   [cands[c.key] for c in refs if c.key in scores], progress, notify)
         final = "final.json"
+        clock.lap("final evaluation")
     summary = {
         "recommended": rows.get(choice.key), "statement": choice.statement, "plan": plan_file,
         "recommended_by": "judge" if stage else "probe",

@@ -101,10 +101,16 @@ def run_generation_stage(context: SearchContext, space: SearchSpace, settings: J
                      "probe": {"harmful": probe.harmful, "benign": probe.benign, "kept_gain": probe.kept_gain},
                      "judge": {"harmful": record["harmful_pooled"], "benign_refusal": record["benign_refusal"],
                                "in_language": record["in_language"], "by_language": record["harmful"]}})
+    both = [(scores[k], judged[k]) for k in judged]
+    with_models = both + [(models[role], judged_models[role]) for role in MODEL_ROLES]
     correlation = {
-        "harmful": rank_correlation([(scores[k].harmful, judged[k].harmful) for k in judged]),
-        "benign": rank_correlation([(scores[k].benign, judged[k].benign) for k in judged]),
-        "n": len(judged), "method": "spearman",
+        "harmful": rank_correlation([(p.harmful, j.harmful) for p, j in both]),
+        "benign": rank_correlation([(p.benign, j.benign) for p, j in both]),
+        "n": len(both), "method": "spearman",
+        # The base and the experts span the widest range of refusal; with them the ranks say more.
+        "with_models": {"harmful": rank_correlation([(p.harmful, j.harmful) for p, j in with_models]),
+                        "benign": rank_correlation([(p.benign, j.benign) for p, j in with_models]),
+                        "n": len(with_models)},
     }
     return {"summary": {"top": stage.top, "metric": model_records["base"]["metric"], "languages": list(prompts.languages),
                         "benign_language": prompts.target, "harmful_n": len(prompts.harmful),

@@ -41,7 +41,7 @@ SAMPLERS = ("tpe", "nsga2")
 TOP_KEYS = ("methods", "seed", "trials", "parallel", "sampler", "languages", "constraints", "probe", "split", "keep_weights",
             "generation", "final")
 CONSTRAINT_KEYS = ("max_benign_refusal_over_language", "min_kept_language_gain", "min_harmful_refusal",
-                   "min_in_language")
+                   "min_harmful_refusal_over_language", "min_in_language")
 GENERATION_KEYS = ("top", "harmful", "benign", "max_new_tokens", "batch_size")
 FINAL_KEYS = ("harmful", "benign", "references")
 PROBE_KEYS = ("harmful", "benign", "batch_size", "max_length")
@@ -74,6 +74,7 @@ class Constraints:
     max_benign_refusal_over_language: float | None = 0.05
     min_kept_language_gain: float | None = 0.7
     min_harmful_refusal: float | None = None
+    min_harmful_refusal_over_language: float | None = None  # harmful refusal at least the language expert's + this
     min_in_language: float | None = None  # share of answers in the prompt's language: judged candidates only
 
 
