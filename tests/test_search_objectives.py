@@ -68,6 +68,8 @@ def test_no_feasible_candidate_says_which_constraint():
     r = recommend({"a": s(0.9, 0.5, 6, 0.9), "b": s(0.9, 0.1, 6, 0.1)}, c, LANGUAGE)
     assert r.key is None and "no candidate met every constraint at once" in r.statement
     assert "max_benign_refusal_over_language met by 1" in r.statement
+    # a misses only the benign limit, by 0.5 - (0.1 + 0.05) = 0.35; b only the kept gain, by 0.7 - 0.1 = 0.6
+    assert r.statement.endswith("closest: a, which misses max_benign_refusal_over_language by 0.35")
 
 
 def test_harmful_refusal_over_the_language_expert_is_measured_against_it():

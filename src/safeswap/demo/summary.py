@@ -87,6 +87,28 @@ def findings(rows: list[dict], language: str) -> list[str]:
     return out
 
 
+def judged_table(generation: dict[str, Any]) -> str:
+    """The generation stage on the search half: the models and the probe's best, judged."""
+    lang = generation["benign_language"]
+    header = ["judged on the search half", "probe rank", f"harmful {lang} refused", f"benign {lang} refused",
+              f"answers in {lang}", "kept language gain (probe)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    names = {"base": "base", "safety": "safety-expert", "language": f"{lang}-expert"}
+    for role in [r for r in names if r in generation["models"]]:
+        judge = generation["models"][role]
+        cells = [names.get(role, role), "–", _rate(judge["harmful"]), _rate(judge["benign_refusal"]),
+                 _rate(judge["in_language"]), "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for c in generation["candidates"]:
+        values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(c["values"].items()))
+        name = f"{c['label'] + ': ' if c['label'] else ''}{c['method']} ({values})"
+        j = c["judge"]
+        cells = [name, str(c["probe_rank"]), _rate(j["harmful"]), _rate(j["benign_refusal"]), _rate(j["in_language"]),
+                 _number(c["probe"]["kept_gain"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def search_section(searched, out: Path) -> list[str]:
     """The search's outcome: what it recommended and why (or which constraint bound), the front, the probe's rank
     correlation with the judge."""
@@ -97,13 +119,15 @@ def search_section(searched, out: Path) -> list[str]:
     lines = ["## The search", f"`safeswap search` tried {summary['candidates']} adaptive merges ({summary['trials']} "
              "Optuna trials and the paper's default), scored by the generation-free probe on the search half of the "
              f"prompts; the probe's best were answered and judged ({summary['recommended_by']} decided). "
-             f"{summary['statement']}."]
+             f"{summary['statement'][:1].upper()}{summary['statement'][1:]}."]
     if summary.get("recommended"):
         rec = summary["recommended"]
         lines.append(f"Recommended: {rec['method']} {rec['values']} (plan: `{folder}/recommended-plan.yaml`), "
                      "replayed as **merge-searched** above and evaluated on the held-out half like every row.")
     else:
         lines.append("No merge-searched row: the front below shows what the candidates reached.")
+    if summary.get("generation"):
+        lines.append(judged_table(summary["generation"]))
     corr = summary.get("probe_judge_rank_correlation")
     if corr and corr.get("n"):
         fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731

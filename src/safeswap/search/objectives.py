@@ -134,4 +134,12 @@ def recommend(scores: dict[str, Scores], constraints: Constraints, language: Sco
         return Recommendation(None, f"no candidate met {' nor '.join(never)} ({'; '.join(closest)}; "
                                     f"of {len(scores)} candidates)")
     counts = ", ".join(f"{name} met by {n}" for name, n in met.items())
-    return Recommendation(None, f"no candidate met every constraint at once ({counts}, of {len(scores)} candidates)")
+
+    def excess(key: str) -> float:
+        return sum(max(v, 0.0) for v in violations(scores[key], constraints, language).values())
+
+    closest = min(scores, key=lambda k: (excess(k), k))
+    misses = ", ".join(f"{name} by {v:.3g}" for name, v in violations(scores[closest], constraints, language).items()
+                       if v > 0)
+    return Recommendation(None, f"no candidate met every constraint at once ({counts}, of {len(scores)} candidates); "
+                                f"closest: {(names or {}).get(closest, closest)}, which misses {misses}")

@@ -216,7 +216,10 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         choice = recommend(scores, space.constraints, models["language"], names)
     write_candidates_csv(out / "candidates.csv", list(rows.values()))
     labels = {k: r["label"] for k, r in rows.items() if r["kind"] == "reference"}
-    write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key)
+    judged_labels = {c["key"]: c["label"] or f"probe #{c['probe_rank']}"
+                     for c in stage["summary"]["candidates"]} if stage else None
+    write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key, models,
+                        stage["scores"] if stage else None, stage["models"] if stage else None, judged_labels)
     plan_file = None
     recommended = cands.get(choice.key) if choice.key else None
     if recommended is not None:
