@@ -290,8 +290,10 @@ def search_section(found: SearchFolder, name: str, root: Path) -> SearchSection:
         shutil.copyfile(found.folder / PARETO_FIGURE, root / path)
         figure = Figure(
             f"search-{name}-pareto", path,
-            f"Merge search {name}: harmful against benign refusal (mean probe scores on the search split), coloured by"
-            " kept language gain; the Pareto front drawn, references labelled, the recommendation starred.",
+            f"Merge search {name}: harmful against benign refusal on the search split, coloured by kept language"
+            " gain; left, every candidate's mean probe scores with the Pareto front, references labelled; right (when"
+            " the generation stage ran), the judged rates of the candidates it judged; grey squares: the base and the"
+            " experts; the recommendation starred.",
         )
     return SearchSection(
         name=name,
