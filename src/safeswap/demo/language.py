@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from safeswap.demo.data import heldout_text
-from safeswap.demo.quiet import quiet_transformers
+from safeswap.quiet import quiet_transformers
 from safeswap.errors import SafeswapError
 from safeswap.evaluation.answer_language import in_language_rate, is_in_language, latin_language, script_shares
 from safeswap.search.objectives import kept_language_gain

@@ -29,7 +29,7 @@ from typing import Any
 from safeswap.demo.data import language_info
 from safeswap.demo.experts import build_experts
 from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
-from safeswap.demo.quiet import quiet_transformers
+from safeswap.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
 from safeswap.demo.search_stage import held_out_files, run_search
 from safeswap.demo.summary import write_summary

@@ -36,7 +36,7 @@ class DemoSearch:
 def run_search(base: Path, safety: Path, language_expert: Path, language: str, recipe: DemoRecipe, folder: Path,
                multijail: str | os.PathLike | None, show_progress: bool = True) -> DemoSearch:
     """Run (or resume, from the folder) the recipe's search on the full expert checkpoints."""
-    from safeswap.demo.quiet import quiet_transformers
+    from safeswap.quiet import quiet_transformers
     from safeswap.progress import RichProgress, console
     from safeswap.search.run import search
     from safeswap.search.space import parse_space
@@ -44,7 +44,8 @@ def run_search(base: Path, safety: Path, language_expert: Path, language: str, r
     space = parse_space({**recipe.search, "languages": [language]})
     with RichProgress() as progress, quiet_transformers():
         summary = search(str(base), str(safety), str(language_expert), space, folder, multijail=multijail,
-                         on_batch=lambda done: console.print(f"search: {done} of {space.trials} trials finished"),
+                         on_batch=(lambda done: progress("trials", done, space.trials, "Search trials"))
+                         if show_progress else None,
                          progress=progress if show_progress else None, notify=console.print)
     splits = json.loads((folder / "splits.json").read_text(encoding="utf-8"))
     return DemoSearch(folder, summary, splits)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from safeswap.demo.data import Example, data_fingerprint
 from safeswap.demo.recipes import ExpertRecipe
-from safeswap.demo.quiet import quiet_transformers
+from safeswap.quiet import quiet_transformers
 from safeswap.errors import SafeswapError
 
 EXPERT_INFO = "safeswap_expert.json"

@@ -35,6 +35,7 @@ def search_command(
 
     from safeswap.errors import SafeswapError
     from safeswap.progress import RichProgress
+    from safeswap.quiet import quiet_transformers
     from safeswap.search.judged import JudgeSettings, check_judge_settings
     from safeswap.search.run import search
     from safeswap.search.space import load_space
@@ -50,16 +51,22 @@ def search_command(
     check_judge_settings(settings)
     require_optuna()
     console = Console(stderr=True)
-    with RichProgress() as progress:
+    with RichProgress() as progress, quiet_transformers():
         summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
                          gpus_per_candidate=gpus_per_candidate, cpus_per_candidate=cpus_per_candidate,
                          workers=workers, storage=storage, multijail=multijail, benign=benign, device=device,
-                         on_batch=lambda done: console.print(f"{done} trials finished"), judge=settings,
+                         on_batch=lambda done: progress("trials", done, trials or space.trials, "Trials"),
+                         judge=settings,
                          progress=progress, notify=console.print)
     console.print(summary["statement"])
     if summary["probe_judge_rank_correlation"]:
         c = summary["probe_judge_rank_correlation"]
-        console.print(f"probe vs judge (Spearman, {c['n']} candidates): harmful {c['harmful']}, benign {c['benign']}")
+
+        def rho(v):
+            return "n/a (under 3 candidates or no spread)" if v is None else f"{v:.2f}"
+
+        console.print(f"probe vs judge (Spearman, {c['n']} judged candidates): harmful {rho(c['harmful'])}, "
+                      f"benign {rho(c['benign'])}")
     if summary["final"]:
         console.print(f"held-out evaluation: {out / summary['final']}")
     if summary["plan"]:

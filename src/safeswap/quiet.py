@@ -1,4 +1,4 @@
-"""Silence transformers' own logging and tqdm bars while the demo shows its Rich progress."""
+"""Silence transformers' own logging and tqdm bars while safeswap shows its Rich progress (the demo, the search)."""
 
 from __future__ import annotations
 
