@@ -12,7 +12,7 @@ from concurrent.futures import Future
 import torch
 
 from safeswap.read.checkpoint import DTYPES
-from safeswap.write.writer import OutputTensor
+from safeswap.write.writer import OutputTensor, check_all_written, check_tensor_written
 
 
 def _done() -> Future:
@@ -50,17 +50,13 @@ class TensorWriter:
         return _done()
 
     def _finish_tensor(self) -> None:
-        if self._position >= 0:
-            t = self.order[self._position]
-            if self._written != t.nbytes:
-                raise RuntimeError(f"tensor {t.name}: wrote {self._written} of {t.nbytes} bytes")
+        check_tensor_written(self.order[self._position] if self._position >= 0 else None, self._written)
         self._written = 0
 
     def close(self) -> dict[str, str]:
         """Put every tensor, in its dtype and shape, into the dict; returns no shard hashes (there are no shards)."""
         self._finish_tensor()
-        if self._position != len(self.order) - 1:
-            raise RuntimeError("writer closed before every tensor was written")
+        check_all_written(self._position, len(self.order))
         for t in self.order:
             self.into[t.name] = self._buffers.pop(t.name).view(DTYPES[t.dtype][0]).reshape(t.shape)
         return {}

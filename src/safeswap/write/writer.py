@@ -168,6 +168,17 @@ def _header_bytes(tensors: list[OutputTensor]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+def check_tensor_written(tensor: OutputTensor | None, written: int) -> None:
+    """A writer moves to the next tensor (or closes) only once the current one has all its bytes."""
+    if tensor is not None and written != tensor.nbytes:
+        raise RuntimeError(f"tensor {tensor.name}: wrote {written} of {tensor.nbytes} bytes")
+
+
+def check_all_written(position: int, count: int) -> None:
+    if position != count - 1:
+        raise RuntimeError("writer closed before every tensor was written")
+
+
 class ShardedWriter:
     """Append tensors, in the announced order, to pre-planned safetensors shards."""
 
@@ -226,17 +237,13 @@ class ShardedWriter:
         return self._emit(data)
 
     def _finish_tensor(self) -> None:
-        if self._position >= 0:
-            t = self.order[self._position][1]
-            if self._written != t.nbytes:
-                raise RuntimeError(f"tensor {t.name}: wrote {self._written} of {t.nbytes} bytes")
+        check_tensor_written(self.order[self._position][1] if self._position >= 0 else None, self._written)
         self._written = 0
 
     def close(self) -> dict[str, str]:
         """Finish the last shard, write the index when sharded; returns {filename: sha256}."""
         self._finish_tensor()
-        if self._position != len(self.order) - 1:
-            raise RuntimeError("writer closed before every tensor was written")
+        check_all_written(self._position, len(self.order))
         self._close_shard()
         self.sha256 = {name: future.result() for name, future in self.sha256.items()}
         self._hasher.shutdown()
