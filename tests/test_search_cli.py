@@ -84,3 +84,19 @@ def test_help_lists_the_generation_flags():
     result = invoke(["--help"])
     for flag in ("--backend", "--judge", "--judge-model", "--judge-backend", "--judge-base-url"):
         assert flag in result.output
+
+
+def test_a_missing_model_is_one_line_and_leaves_no_search_folder(tmp_path):
+    """A search folder left by a failed start would make the corrected rerun refuse it as another search."""
+    pytest.importorskip("optuna")
+    pytest.importorskip("torch")
+    from tiny import make_triple
+
+    base, safety, language = (str(p) for p in make_triple(tmp_path / "models", layers=2))
+    config = tmp_path / "s.yaml"
+    config.write_text("methods: {linear: {weight: 0.5}}\n")
+    out = tmp_path / "out"
+    result = invoke(["--base", str(tmp_path / "nope"), "--safety", safety, "--language", language,
+                     "--config", str(config), "--out", str(out)])
+    assert isinstance(result.exception, SafeswapError) and "does not exist" in str(result.exception)
+    assert not out.exists()

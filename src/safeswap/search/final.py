@@ -17,10 +17,9 @@ from typing import Any, Callable
 from safeswap.files import atomic_write
 from safeswap.progress import StageProgress
 from safeswap.search.candidates import Candidate
-from safeswap.search.checkpoints import written
 from safeswap.search.judged import JudgeSettings, PromptChoice, cached_record, judge_folder
 from safeswap.search.objectives import kept_language_gain
-from safeswap.search.runner import SearchContext
+from safeswap.search.runner import SearchContext, written
 from safeswap.search.space import SearchSpace
 
 FINAL_DIR = "final"

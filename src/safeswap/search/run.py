@@ -90,6 +90,9 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
             # The probe loads each expert with transformers, which cannot load an adapter folder alone.
             raise SafeswapError(f"{role} expert {ref} is a LoRA adapter; safeswap search takes full checkpoints "
                                 "for now: merge the adapter into its base first (PEFT's merge_and_unload)")
+    # Opening and hashing the inputs first checks them: a bad model leaves no search folder behind, which a
+    # corrected rerun would refuse as a search of other models.
+    input_sha256 = hash_inputs(base, safety, language)  # once per search: every written candidate reuses them
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _inputs_record(out, {"base": str(base), "safety": str(safety), "language": str(language),
@@ -112,7 +115,7 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
         harmful={c: tuple(p.texts[c] for p in probe.harmful) for c in space.languages},
         benign=benign_texts, benign_language=sets.target, ability_texts=tuple(ability) if ability else benign_texts,
         batch_size=space.batch_size, max_length=space.max_length, keep_weights=space.keep_weights, device=device,
-        input_sha256=hash_inputs(base, safety, language),  # once per search: every written candidate reuses them
+        input_sha256=input_sha256,
     )
 
 
@@ -186,15 +189,10 @@ def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: 
 
 
 def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
-              ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets | None = None,
-              judge: JudgeSettings | None = None, progress: StageProgress | None = None,
-              notify: Callable[[str], None] = lambda message: None, clock: StageTimes | None = None
-              ) -> dict[str, Any]:
+              ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets, judge: JudgeSettings,
+              progress: StageProgress | None, notify: Callable[[str], None], clock: StageTimes) -> dict[str, Any]:
     """Front, generation stage, recommendation, final evaluation and the files under DIR."""
     out = Path(context.out)
-    clock = clock or StageTimes()
-    sets = sets or PromptSets(space, None, None)
-    judge = judge or JudgeSettings()
     rows, cands, scores = _probe_rows(context, models, ref_records, trials)
     for key, s in scores.items():
         rows[key].update(s.row(), feasible=feasible(s, space.constraints, models["language"]))

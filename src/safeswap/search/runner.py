@@ -11,13 +11,14 @@ candidate is never evaluated twice, also not by a resumed search.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from safeswap.decide.planning import analyse, build_plan, method_parameters
 from safeswap.decide.statistics import Statistics
@@ -161,37 +162,54 @@ def cached(context: SearchContext, candidate: Candidate) -> dict[str, Any] | Non
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def _settings(context: SearchContext, folder: Path):
+    from safeswap.write.pipeline import WriteSettings
+
+    return WriteSettings(out=folder, force=True, input_sha256=context.input_sha256)
+
+
+@contextlib.contextmanager
+def written(context: SearchContext, candidate: Candidate, name: str) -> Iterator[Path]:
+    """DIR/work/<name>: the candidate merged by the pipeline from its plan, for whatever needs a folder (the
+    probe of a model too large for memory, the backends of the generation stage and the final evaluation);
+    deleted on exit unless the space keeps weights."""
+    from safeswap.write.pipeline import merge
+
+    folder = Path(context.out) / "work" / name
+    try:
+        merge(context.base, context.safety, {None: context.language}, _settings(context, folder),
+              plan=plan_of(context, candidate))
+        yield folder
+    finally:
+        if not context.keep_weights and folder.exists():
+            shutil.rmtree(folder)
+            with contextlib.suppress(OSError):
+                folder.parent.rmdir()  # DIR/work, once nothing else is written there
+
+
 def evaluate(context: SearchContext, candidate: Candidate) -> dict[str, Any]:
     """The candidate's record {candidate, scores | error}: from the cache, else planned, merged, probed and cached.
 
     A candidate the methods refuse (layer-swap with more layers than the model has, say) is
     recorded with its error and not tried again."""
-    from safeswap.write.pipeline import WriteSettings, merge
+    from safeswap.write.pipeline import merge
 
     if (record := cached(context, candidate)) is not None:
         return record
-    weights = Path(context.out) / "work" / candidate.key
     try:
-        plan = plan_of(context, candidate)
-        # settings.out names the candidate even in memory, where nothing is written there.
-        settings = WriteSettings(out=weights, force=True, input_sha256=context.input_sha256)
         if fits_in_memory(context):
             tensors: dict = {}
-            merge(context.base, context.safety, {None: context.language}, settings, plan=plan, into=tensors)
+            # The settings' folder names the candidate even in memory, where nothing is written.
+            merge(context.base, context.safety, {None: context.language},
+                  _settings(context, Path(context.out) / "work" / candidate.key),
+                  plan=plan_of(context, candidate), into=tensors)
             scores = score_tensors(context, tensors)
         else:
-            merge(context.base, context.safety, {None: context.language}, settings, plan=plan)
-            scores = score_model(context, weights)
+            with written(context, candidate, candidate.key) as folder:
+                scores = score_model(context, folder)
         record = {"candidate": candidate.to_dict(), "scores": asdict(scores)}
     except SafeswapError as e:
         record = {"candidate": candidate.to_dict(), "error": str(e)}
-    finally:
-        if not context.keep_weights and weights.exists():
-            shutil.rmtree(weights)
-            try:
-                weights.parent.rmdir()  # DIR/work, once no candidate is being written there
-            except OSError:
-                pass
     path = _cache_path(context, candidate.key)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(record, indent=1, sort_keys=True).encode("utf-8"))

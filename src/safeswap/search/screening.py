@@ -19,10 +19,9 @@ from typing import Any, Callable
 
 from safeswap.progress import StageProgress
 from safeswap.search.candidates import Candidate
-from safeswap.search.checkpoints import written
 from safeswap.search.judged import JudgeSettings, PromptChoice, cached_record, judge_folder
 from safeswap.search.objectives import Scores, violations, with_gain
-from safeswap.search.runner import SearchContext
+from safeswap.search.runner import SearchContext, written
 from safeswap.search.space import SearchSpace
 
 MODEL_ROLES = ("base", "safety", "language")
