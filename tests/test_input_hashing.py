@@ -18,7 +18,7 @@ def triple(tmp_path_factory):
 
 def _expected(folder):
     return {p.name: {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-            for p in hasher.model_files(folder)}
+            for p in hasher.identity_files(folder)}
 
 
 def test_hashes_match_hashlib(triple):
@@ -51,7 +51,7 @@ def test_a_vanished_file_is_one_clear_error(triple, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(triple[0], copy)
     child = hasher.InputHasher.__new__(hasher.InputHasher)
-    files = hasher.model_files(copy)
+    files = hasher.identity_files(copy)
     files[0].unlink()
     child.folders = {"base": copy}
     child._files = [("base", f) for f in files]

@@ -13,7 +13,8 @@ from typing import Any
 from safeswap.decide.methods import get_method, load_plan
 from safeswap.decide.plan_figures import unit_figures
 from safeswap.decide.plan_file import MergePlan, check_choices
-from safeswap.decide.planning import analyse, analysis_units, build_plan, method_parameters, needs_dots
+from safeswap.decide.planning import (analyse, analysis_units, build_plan, check_statistics_inputs, method_parameters,
+                                     needs_dots)
 from safeswap.decide.statistics import Statistics, load_statistics, save_statistics
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import open_inputs
@@ -62,7 +63,18 @@ def plan(
     params = method_parameters(method, parameters, granularity=granularity, tau=tau, alpha=alpha)
     check_choices(outside_layers, tokenizer_from)
     if statistics is not None:
-        result = build_plan(method, params, load_statistics(statistics), None, outside_layers, tokenizer_from)
+        stats = load_statistics(statistics)
+        # The models the statistics were measured on (or the ones given): they must still be those bytes.
+        refs = {role: given or stats.models.get(role, {}).get("path")
+                for role, given in _refs(base, safety, language).items()}
+        inputs = open_inputs(refs, revision)
+        try:
+            if out is not None:
+                check_clear_of_inputs(out, inputs.folders(), "plan file")
+            check_statistics_inputs(stats, inputs)
+        finally:
+            inputs.close()
+        result = build_plan(method, params, stats, None, outside_layers, tokenizer_from)
     else:
         inputs = open_inputs(_refs(base, safety, language), revision)
         try:

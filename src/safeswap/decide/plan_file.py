@@ -1,7 +1,8 @@
 """The merge plan: a reviewable, editable, replayable record of every decision.
 
-A plan file is YAML (JSON is valid YAML, so both load). It records the method
-and its parameters, the input models with their fingerprints, and for
+A plan file is YAML (JSON is valid YAML, so both load; a key twice is refused). It
+records the method and its parameters, the input models with their fingerprints and
+every file's size and full sha256 (so a replay names the file that changed), and for
 unit-based methods one line per unit with its decision and the statistics that
 led to it. `safeswap merge --plan FILE` derives every tensor's operation from
 the decisions alone, so a decision edited by hand is honoured on replay.
@@ -19,7 +20,7 @@ import yaml
 
 from safeswap.version import __version__
 from safeswap.decide.parameters import check_alpha
-from safeswap.files import atomic_write, read_document
+from safeswap.files import atomic_write, load_yaml, read_document
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.errors import SafeswapError
 
@@ -106,7 +107,7 @@ def read_plan(path: str | os.PathLike) -> MergePlan:
     The method's own parameters are checked by safeswap.decide.methods.load_plan, which
     knows the methods; this module does not, so that the methods can import it.
     """
-    path, data = read_document(path, PLAN_FILENAME, "plan", yaml.safe_load, (yaml.YAMLError,), PLAN_FORMAT)
+    path, data = read_document(path, PLAN_FILENAME, "plan", load_yaml, (yaml.YAMLError,), PLAN_FORMAT)
     unknown = sorted(set(data) - set(PLAN_FIELDS))
     if unknown:
         raise SafeswapError(f"plan file {path} has unknown field {unknown[0]!r}; a plan takes {', '.join(PLAN_FIELDS)}")
@@ -126,6 +127,7 @@ def read_plan(path: str | os.PathLike) -> MergePlan:
         raise SafeswapError(f"plan file {path} is malformed (missing or bad field: {e})") from None
     for role, record in plan.models.items():
         record["path"] = _model_path(record.get("path"), path.parent, f"plan file {path}: model {role}")
+    check_model_records(plan.models, f"plan file {path}")
     check_format(plan, str(path))
     return plan
 
@@ -174,12 +176,65 @@ def check_format(plan: MergePlan, where: str = "plan") -> None:
             check_alpha(u["alpha"], f"{where}: unit {uid} alpha")
 
 
-def check_fingerprints(plan: MergePlan, fingerprints: dict[str, str]) -> None:
-    """Refuse to replay a plan on models other than the ones it was made for."""
-    for role, fp in fingerprints.items():
-        expected = plan.models.get(role, {}).get("fingerprint")
-        if expected and expected != fp:
+def check_model_records(models: dict, where: str) -> None:
+    """Each model record of a plan or statistics file: a path, and a fingerprint and files of the right types."""
+    for role, record in models.items():
+        fingerprint, files = record.get("fingerprint"), record.get("files")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise SafeswapError(f"{where}: model {role} has a fingerprint that is not a string")
+        if files is None:
+            continue
+        if not isinstance(files, dict) or not files:
+            raise SafeswapError(f"{where}: model {role} 'files' must map file names to {{size, sha256}}")
+        for name, entry in files.items():
+            if not (isinstance(entry, dict) and set(entry) == {"size", "sha256"} and _is_size(entry["size"])
+                    and isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
+                raise SafeswapError(f"{where}: model {role} file {name!r} must be {{size, sha256}} (a byte count and 64 hex digits)")
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _changed_file(then: dict, now: dict, folder: Path) -> tuple[Path, str] | None:
+    """The first file whose record differs (path, what differs), or None; a sha256 unknown now is not compared."""
+    for name in sorted(set(then) | set(now)):
+        path = folder / name
+        if name not in now:
+            return path, "is gone"
+        if name not in then:
+            return path, "is new"
+        a, b = then[name], now[name]
+        if a["size"] != b["size"]:
+            return path, f"changed ({a['size']} bytes then, {b['size']} now)"
+        if b["sha256"] is not None and a["sha256"] != b["sha256"]:
+            return path, f"changed (sha256 {a['sha256'][:12]}... then, {b['sha256'][:12]}... now)"
+    return None
+
+
+def check_identity(models: dict, current: dict[str, dict], folders: dict, what: str = "plan",
+                   remedy: str = "re-run `safeswap plan`") -> None:
+    """Refuse models whose bytes are not the ones a plan (or statistics) file was made from, naming the file.
+
+    `current` is each role's identity (read.inputs.identity); a sha256 still unknown there (None:
+    not cached, to be hashed during the merge) is not compared here, and the caller checks again
+    once it is known. The fingerprint is compared too (a record without files, from an older
+    safeswap, has only that)."""
+    for role, now in current.items():
+        record = models.get(role, {})
+        files = record.get("files")
+        recorded = record.get("path")
+        elsewhere = isinstance(recorded, str) and Path(recorded).expanduser().resolve() != Path(folders[role]).resolve()
+        problem = _changed_file(files, now["files"], Path(folders[role])) if isinstance(files, dict) else None
+        if problem and elsewhere:
+            raise SafeswapError(f"{what} was made for a different {role} model ({recorded}): its {problem[0].name} {problem[1]}; "
+                                f"{remedy} or pass the original model")
+        if problem:
+            raise SafeswapError(f"{role} model file {problem[0]} {problem[1]} since the {what} was made; {remedy} "
+                                "or restore the file")
+        expected = record.get("fingerprint")
+        if expected and now["fingerprint"] is not None and expected != now["fingerprint"]:
             raise SafeswapError(
-                f"plan was made for a different {role} model (fingerprint {expected[:19]}..., "
-                f"this one is {fp[:19]}...); re-run `safeswap plan` or pass the original model"
+                f"{what} was made for a different {role} model (fingerprint {expected[:19]}..., "
+                f"this one is {now['fingerprint'][:19]}...); {remedy} or pass the original model"
             )

@@ -11,18 +11,59 @@ from typing import Any
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.adaptive import unit_rows
 from safeswap.decide.operations import Take
-from safeswap.decide.plan_file import MergePlan, check_choices, model_reference
+from safeswap.decide.plan_file import MergePlan, check_choices, check_identity, model_reference
 from safeswap.decide.specialization import TensorStat, measure_many
 from safeswap.decide.statistics import Statistics
+from safeswap.errors import SafeswapError
 from safeswap.progress import task
 from safeswap.read.checkpoint import FLOAT_DTYPES
-from safeswap.read.inputs import Inputs, fingerprint
+from safeswap.read.inputs import Inputs, identity
 
 
-def model_records(inputs: Inputs) -> dict[str, dict[str, str]]:
-    """How a plan or statistics file records its models: path and content fingerprint by role."""
-    return {role: {"path": model_reference(inputs.refs[role]), "fingerprint": fingerprint(m)}
-            for role, m in inputs.models.items()}
+def model_records(inputs: Inputs, hashes: dict | None = None, identify: bool = True) -> dict[str, dict]:
+    """How a plan or statistics file records its models, by role: path, content fingerprint and every
+    file's {size, sha256} (read.content_id), from `hashes` (the merge's hasher result) when given.
+
+    identify=False records the paths only: a merge fills in the rest from its hasher (record_inputs),
+    so that hashing runs beside the write instead of before it."""
+    records = {}
+    for role, m in inputs.models.items():
+        records[role] = {"path": model_reference(inputs.refs[role])}
+        if hashes is not None or identify:
+            found = identity(m, hashes and hashes[role], hashes and hashes.get("base"))
+            records[role].update(fingerprint=found["fingerprint"], files=found["files"])
+    return records
+
+
+def record_inputs(plan: MergePlan, inputs: Inputs, hashes: dict) -> None:
+    """Fill the plan's model records with the fingerprints and files' sha256 a merge's hasher computed."""
+    for role, record in model_records(inputs, hashes).items():
+        plan.models.setdefault(role, {}).update(fingerprint=record["fingerprint"], files=record["files"])
+
+
+def check_statistics_inputs(stats: Statistics, inputs: Inputs) -> None:
+    """Statistics against the models they are used with: the same files, byte for byte (named when
+    one changed), and one row per scored tensor with that tensor's layer, module, projection and size."""
+    current = {role: identity(m) for role, m in inputs.models.items()}
+    check_identity(stats.models, current, {role: m.folder for role, m in inputs.models.items()},
+                   "statistics", "re-run `safeswap analyze`")
+    if stats.architecture != inputs.receiver.architecture or stats.num_layers != inputs.num_layers:
+        raise SafeswapError(f"the statistics are for {stats.architecture} with {stats.num_layers} layers, "
+                            f"the models are {inputs.receiver.architecture} with {inputs.num_layers}")
+    rows = {t.name: t for t in stats.tensors}
+    for name, role in inputs.roles.items():
+        if not role.scored:
+            continue
+        row = rows.pop(name, None)
+        if row is None:
+            raise SafeswapError(f"the statistics have no row for tensor {name} of the models")
+        expected = (role.layer, role.module, role.projection, inputs.receiver.tensors[name].numel)
+        if (row.layer, row.module, row.projection, row.numel) != expected:
+            raise SafeswapError(f"the statistics row of tensor {name} says layer {row.layer}, {row.module}, "
+                                f"{row.projection}, {row.numel} elements; the models say {expected[0]}, "
+                                f"{expected[1]}, {expected[2]}, {expected[3]} elements")
+    if rows:
+        raise SafeswapError(f"the statistics have a row for tensor {next(iter(rows))}, which the models do not score")
 
 
 def method_parameters(method: str, parameters: dict[str, Any] | None, **named) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safeswap.errors import SafeswapError
+from safeswap.files import StrictJsonError, load_json
 
 # safetensors dtype name -> bytes per element
 ITEM_SIZES: dict[str, int] = {
@@ -42,15 +43,6 @@ class Header:
     raw: bytes  # the JSON bytes, as stored
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:
-            raise SafeswapError(f"key {key!r} appears twice")
-        seen[key] = value
-    return seen
-
-
 def read_header(path: str | Path) -> Header:
     """Parse and validate one shard's header (see the module docstring for every rule)."""
     path = Path(path)
@@ -66,10 +58,10 @@ def read_header(path: str | Path) -> Header:
             raise SafeswapError(f"{path}: truncated (header claims {header_len} bytes, file has {size})")
         raw = f.read(header_len)
     try:
-        parsed = json.loads(raw, object_pairs_hook=_unique_keys)
+        parsed = load_json(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SafeswapError(f"{path}: corrupt safetensors header ({e.__class__.__name__})") from None
-    except SafeswapError as e:
+    except StrictJsonError as e:
         raise SafeswapError(f"{path}: corrupt safetensors header ({e})") from None
     if not isinstance(parsed, dict):
         raise SafeswapError(f"{path}: corrupt safetensors header (not a JSON object)")
@@ -109,7 +101,16 @@ def _is_count(value: object) -> bool:
 
 
 def _check_tiling(path: Path, entries: list[HeaderEntry], data_len: int) -> None:
-    """Sorted byte ranges must follow each other exactly from 0 to the end of the file."""
+    """Sorted byte ranges must follow each other exactly from 0 to the end of the file.
+
+    A range past the end is reported first: it is the root cause (a truncated file, or a header
+    that lies about its sizes), and the gap it leaves behind it is only a symptom."""
+    overrun = max(entries, key=lambda e: e.end, default=None)
+    if overrun is not None and overrun.end > data_len:
+        raise SafeswapError(
+            f"{path}: truncated: tensor {overrun.name!r} (bytes {overrun.begin}-{overrun.end}) runs "
+            f"{overrun.end - data_len} bytes past the end of the {data_len}-byte data section"
+        )
     position, previous = 0, None
     for e in entries:
         if e.begin < position:
@@ -119,8 +120,6 @@ def _check_tiling(path: Path, entries: list[HeaderEntry], data_len: int) -> None
             )
         if e.begin > position:
             raise SafeswapError(f"{path}: {e.begin - position} unused bytes before tensor {e.name!r}; the data section must have no gap")
-        if e.end > data_len:
-            raise SafeswapError(f"{path}: truncated: tensor {e.name!r} ends at byte {e.end} of a {data_len}-byte data section")
         position, previous = e.end, e.name
     if position != data_len:
         raise SafeswapError(f"{path}: {data_len - position} bytes after the last tensor; the data section must end there")

@@ -10,7 +10,7 @@ from safeswap.read.architecture import Family, TensorRole, classify, config_valu
 from safeswap.read.adapter import AdapterCheckpoint, check_adapter_base, is_adapter_folder
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
-from safeswap.read.fingerprint import fingerprint_adapter, fingerprint_folder
+from safeswap.read.content_id import fingerprint_of, folder_identity
 from safeswap.read.shards import SIDE_FILES
 from safeswap.read.sources import resolve_model
 
@@ -18,10 +18,22 @@ ROLES = ("base", "safety", "language")
 
 
 def fingerprint(ckpt: Checkpoint | AdapterCheckpoint) -> str:
-    """The model's content fingerprint (safeswap.read.fingerprint), as recorded in plans and results."""
-    if isinstance(ckpt, AdapterCheckpoint):
-        return fingerprint_adapter(ckpt.folder, fingerprint_folder(ckpt.base.folder))
-    return fingerprint_folder(ckpt.folder)
+    """The model's content fingerprint (safeswap.read.content_id), as recorded in plans and results."""
+    return identity(ckpt)["fingerprint"]
+
+
+def identity(ckpt: Checkpoint | AdapterCheckpoint, files: dict | None = None, base_files: dict | None = None,
+             compute: bool = True) -> dict:
+    """{"fingerprint", "files": {name: {size, sha256}}} of an opened model, from `files` (and, for an
+    adapter, `base_files`) when given (the hasher's result), else from its folder (content_id).
+
+    With compute=False nothing is read: a sha256 not known from the cache is None, and so is the
+    fingerprint over it."""
+    files = files if files is not None else folder_identity(ckpt.folder, compute)
+    if not isinstance(ckpt, AdapterCheckpoint):
+        return {"fingerprint": fingerprint_of(files), "files": files}
+    base = identity(ckpt.base, base_files, compute=compute)["fingerprint"]
+    return {"fingerprint": None if base is None else fingerprint_of(files, base), "files": files}
 
 
 @dataclass

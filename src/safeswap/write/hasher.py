@@ -1,4 +1,8 @@
-"""The inputs' sha256 for the manifest, computed in a child process while the merge reads the same files.
+"""The inputs' sha256 for the manifest and the plan, computed in a child process while the merge reads the same files.
+
+Each file's sha256 is its content identity (safeswap.read.content_id): taken from a hub
+blob name or the user's sha256 cache when known, else hashed by the child, which fills the
+cache, so a second merge of the same inputs hashes nothing (and starts no child).
 
 The CLI starts it before torch is imported (start_hashing_early), so the second
 core hashes while the first imports; the merge then adopts that hasher when it
@@ -17,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from safeswap.errors import SafeswapError
-from safeswap.files import sha256_file
-from safeswap.write.manifest import model_files
+from safeswap.read.content_id import cached_sha256, file_sha256, identity_files
 
 
 class InputHasher:
@@ -31,26 +34,36 @@ class InputHasher:
 
     def __init__(self, folders: dict[str, Path]):
         self.folders = {role: Path(folder) for role, folder in folders.items()}
-        self._files = [(role, f) for role, folder in self.folders.items() for f in model_files(folder)]
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "safeswap.write.hasher", *(str(f) for _, f in self._files)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        atexit.register(self.cancel)
+        self._files = [(role, f) for role, folder in self.folders.items() for f in identity_files(folder)]
+        # Files whose sha256 is known without reading them (hub blobs, cached) need no child.
+        self._known = [[f.stat().st_size, cached_sha256(f)] for _, f in self._files]
+        unknown = [str(f) for (_, f), (_, digest) in zip(self._files, self._known) if digest is None]
+        self._proc = None
+        if unknown:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "safeswap.write.hasher", *unknown],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            atexit.register(self.cancel)
 
     def result(self) -> dict[str, dict[str, dict[str, Any]]]:
-        out, err = self._proc.communicate()
-        atexit.unregister(self.cancel)
-        lines = err.decode(errors="replace").strip().splitlines()
-        if self._proc.returncode != 0:
-            raise SafeswapError(f"could not hash the input files: {lines[-1] if lines else 'hasher failed'}")
+        computed = iter([])
+        if self._proc is not None:
+            out, err = self._proc.communicate()
+            atexit.unregister(self.cancel)
+            lines = err.decode(errors="replace").strip().splitlines()
+            if self._proc.returncode != 0:
+                raise SafeswapError(f"could not hash the input files: {lines[-1] if lines else 'hasher failed'}")
+            computed = iter(json.loads(out))
         result: dict[str, dict[str, dict[str, Any]]] = {}
-        for (role, path), (size, digest) in zip(self._files, json.loads(out), strict=True):
+        for (role, path), (size, digest) in zip(self._files, self._known, strict=True):
+            if digest is None:
+                size, digest = next(computed)
             result.setdefault(role, {})[path.name] = {"size": size, "sha256": digest}
         return result
 
     def cancel(self) -> None:
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.communicate()
 
@@ -112,7 +125,7 @@ def known_hashes(hashes: dict, folders: dict[str, Path]) -> KnownHashes:
         raise SafeswapError(f"the precomputed input sha256 are for {got}, the merge reads {sorted(folders)}")
     ordered: dict[str, dict[str, dict[str, Any]]] = {}
     for role, folder in folders.items():
-        files = model_files(Path(folder))
+        files = identity_files(Path(folder))
         given = hashes[role]
         if not isinstance(given, dict) or set(given) != {f.name for f in files}:
             raise SafeswapError(f"the precomputed input sha256 do not list the files of the {role} model {folder}")
@@ -128,9 +141,9 @@ def known_hashes(hashes: dict, folders: dict[str, Path]) -> KnownHashes:
 
 
 def _hash_files_main(paths: list[str]) -> None:
-    """The hasher child: prints [[size, sha256], ...] for the given files, in order."""
+    """The hasher child: prints [[size, sha256], ...] for the given files, in order, filling the sha256 cache."""
     try:
-        digests = [[Path(p).stat().st_size, sha256_file(Path(p))] for p in paths]
+        digests = [[Path(p).stat().st_size, file_sha256(Path(p))] for p in paths]
     except OSError as e:
         sys.exit(f"{e.filename}: {e.strerror}")
     print(json.dumps(digests))

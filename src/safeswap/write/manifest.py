@@ -1,7 +1,8 @@
 """safeswap-manifest.json: what a merged folder was made from, and a way to check it.
 
 The manifest records the safeswap version, the plan's sha256, every input
-file's size and sha256, and every output shard's sha256. `safeswap verify`
+file's size and sha256 (its content identity, safeswap.read.content_id: the files
+read.content_id.identity_files lists), and every output shard's sha256. `safeswap verify`
 re-hashes the shards against it and, with --inputs, re-reads every tensor the
 plan took whole from an expert and checks it is byte-identical to its source.
 """
@@ -15,13 +16,6 @@ from safeswap.version import __version__
 from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write, sha256_file
 from safeswap.merged_folder import MANIFEST_FILENAME
-from safeswap.read.shards import list_shards, model_file
-
-
-def model_files(folder: Path) -> list[Path]:
-    """The files of a model folder that the manifest records: weight shards and JSON side files."""
-    side = sorted({p.name for p in folder.glob("*.json")})
-    return list_shards(folder) + [p for p in (model_file(folder, name) for name in side) if p is not None]
 
 
 def write_manifest(folder: Path, plan_sha256: str, inputs: dict, outputs: dict[str, str]) -> Path:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from safeswap.decide.methods import get_method
-from safeswap.decide.methods.replay import check_replay
+from safeswap.decide.methods.replay import check_replay, check_replay_files
 from safeswap.decide.plan_file import MergePlan
-from safeswap.decide.planning import build_plan, measure_languages, model_records, needs_dots, operations
+from safeswap.decide.planning import build_plan, measure_languages, model_records, needs_dots, operations, record_inputs
 from safeswap.decide.statistics import Statistics
 from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
@@ -84,7 +84,8 @@ def _output_bytes(inputs: Inputs, out_dtype: str | None) -> int:
     return sum(t.numel * DTYPES[output_dtype(t.dtype, out_dtype)][1] for t in inputs.receiver.tensors.values())
 
 
-def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: WriteSettings) -> dict[str | None, MergePlan]:
+def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: WriteSettings,
+            identify: bool) -> dict[str | None, MergePlan]:
     """One plan per language, from statistics measured once for all of them when the method needs them."""
     stats = None
     if get_method(recipe.method).uses_statistics:
@@ -92,7 +93,7 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
                                   needs_dots(recipe.method, recipe.parameters))
     plans = {}
     for code, view in views.items():
-        records = model_records(view)
+        records = model_records(view, identify=identify)  # else filled from the hasher by _write
         if code is not SINGLE:
             records["language"]["code"] = code
         lang_stats = Statistics(records, view.receiver.architecture, view.num_layers, stats[keys[code]]) if stats else None
@@ -102,8 +103,8 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
     return plans
 
 
-def _replay(view: Inputs, plan: MergePlan) -> dict[str | None, MergePlan]:
-    check_replay(plan, view)
+def _replay(view: Inputs, plan: MergePlan, compute: bool) -> dict[str | None, MergePlan]:
+    check_replay(plan, view, compute)  # without compute, files not yet hashed are compared by _write
     return {SINGLE: plan}
 
 
@@ -136,7 +137,9 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
             folders = {key: m.folder for key, m in inputs.models.items()}
             hasher = (input_hasher(folders) if settings.input_sha256 is None
                       else known_hashes(settings.input_sha256, folders))
-        plans = _replay(views[SINGLE], plan) if plan is not None else _decide(inputs, views, keys, recipe, settings)
+        # A write hashes the inputs beside the merge (hasher) and settles their identity at its end.
+        plans = (_replay(views[SINGLE], plan, hasher is None) if plan is not None
+                 else _decide(inputs, views, keys, recipe, settings, hasher is None))
         ops = {code: operations(plans[code], views[code]) for code in keys}
         if dry_run:
             return plans
@@ -145,7 +148,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         if into is not None:
             _stream_into(inputs, ops[SINGLE], settings, needed, analysed, into)
             return plans
-        _write(inputs, views, keys, plans, ops, settings, needed, hasher, analysed)
+        _write(inputs, views, keys, plans, ops, settings, needed, hasher, analysed, plan is not None)
     finally:
         if hasher is not None:
             hasher.cancel()
@@ -164,7 +167,8 @@ def _stream_into(inputs, ops, settings: WriteSettings, needed: int, analysed: bo
                 allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
 
 
-def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int, hasher, analysed: bool) -> None:
+def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int, hasher, analysed: bool,
+           replay: bool) -> None:
     with atomic_output(settings.out, settings.force, needed) as tmp, ThreadPoolExecutor(max_workers=1) as side:
         folders = {code: tmp if code is SINGLE else tmp / code for code in keys}
         for folder in folders.values():
@@ -180,4 +184,7 @@ def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int
         all_inputs = hasher.result()
         for (code, view), shard_hashes in zip(views.items(), hashes):
             subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
+            if replay:  # before the output is committed: a changed input leaves nothing behind
+                check_replay_files(plans[code], view, subset)
+            record_inputs(plans[code], view, subset)
             finish_output(view, plans[code], folders[code], shard_hashes, subset, settings.dtype, settings.command)

@@ -10,8 +10,8 @@ otherwise do nothing). Each problem is one line naming the entry.
 from __future__ import annotations
 
 from safeswap.errors import SafeswapError
-from safeswap.decide.plan_file import MergePlan, check_fingerprints
-from safeswap.read.inputs import Inputs, fingerprint
+from safeswap.decide.plan_file import MergePlan, check_identity
+from safeswap.read.inputs import Inputs, identity
 from safeswap.decide.methods import get_method
 from safeswap.decide.methods.units import model_units
 
@@ -51,8 +51,19 @@ def check_plan_fits(plan: MergePlan, architecture: str | None, num_layers: int, 
         )
 
 
-def check_replay(plan: MergePlan, inputs: Inputs) -> None:
-    """Everything a replay checks against the opened models : that they are the models
-    the plan was made for (fingerprints), and that the plan fits them exactly."""
-    check_fingerprints(plan, {role: fingerprint(m) for role, m in inputs.models.items()})
+def check_replay(plan: MergePlan, inputs: Inputs, compute: bool = True) -> None:
+    """Everything a replay checks against the opened models: that they are the models
+    the plan was made for (every file's sha256), and that the plan fits them exactly.
+
+    compute=False compares only the sha256 known without reading a file (hub blobs, the
+    cache): a merge hashes the rest while it writes and calls check_replay_files at the end."""
+    check_replay_files(plan, inputs, None, compute)
     check_plan_fits(plan, inputs.receiver.architecture, inputs.num_layers, inputs.roles)
+
+
+def check_replay_files(plan: MergePlan, inputs: Inputs, hashes: dict | None, compute: bool = True) -> None:
+    """The inputs' files against the plan's record of them, from `hashes` ({role: {name: {size, sha256}}},
+    the merge's hasher result) when given; the first changed file is named."""
+    current = {role: identity(m, hashes and hashes[role], hashes and hashes.get("base"), compute)
+               for role, m in inputs.models.items()}
+    check_identity(plan.models, current, {role: m.folder for role, m in inputs.models.items()})
