@@ -80,9 +80,11 @@ def _no_constant(name: str):
     raise StrictJsonError(f"{name} is not a JSON number")
 
 
-def load_json(text: str | bytes) -> Any:
-    """Strict JSON: a duplicate key or a NaN/Infinity anywhere raises ValueError naming it (json.loads takes both)."""
-    return json.loads(text, object_pairs_hook=_unique_pairs, parse_constant=_no_constant)
+def load_json(text: str | bytes, constants: bool = False) -> Any:
+    """Strict JSON: a duplicate key or a NaN/Infinity anywhere raises StrictJsonError naming it (json.loads
+    takes both). constants=True lets NaN/Infinity through, for a caller that names where they are (and
+    that must check finiteness anyway: 1e400 parses to inf)."""
+    return json.loads(text, object_pairs_hook=_unique_pairs, **({} if constants else {"parse_constant": _no_constant}))
 
 
 class _StrictYamlLoader(yaml.SafeLoader):
@@ -102,7 +104,7 @@ class _StrictYamlLoader(yaml.SafeLoader):
                     continue  # an unhashable key: the base constructor refuses it with its own message
                 if duplicate:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
         return super().construct_mapping(node, deep)
 
 
@@ -139,5 +141,5 @@ def _describe(error: BaseException) -> str:
     problem = getattr(error, "problem", None)
     mark = getattr(error, "problem_mark", None)
     detail = f": {problem.strip()}" if problem else ""
-    where = f" at line {mark.line + 1}" if mark is not None and "(line " not in str(problem) else ""
+    where = f" at line {mark.line + 1}" if mark is not None else ""
     return f"{error.__class__.__name__}{detail}{where}"

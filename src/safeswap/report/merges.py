@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from safeswap.files import load_yaml
 from safeswap.merged_folder import CARD_FILENAME, DECISIONS_FIGURE, DIRECTION_FIGURE, PLAN_FILENAME, SPECIALIZATION_FIGURE
 
 MERGE_FIGURES = {"specialization": SPECIALIZATION_FIGURE, "direction": DIRECTION_FIGURE, "decisions": DECISIONS_FIGURE}
@@ -64,7 +65,7 @@ def find_merge(path: str | None, runs_dir: Path, warnings: list[str]) -> MergeIn
     # Read leniently rather than with decide.plan_file.read_plan: a plan the report cannot fully
     # check (another format version, a hand edit) still shows its method, with a warning at worst.
     try:
-        plan = yaml.safe_load(plan_path.read_text(encoding="utf-8"))
+        plan = load_yaml(plan_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         warnings.append(f"{plan_path} could not be read ({type(e).__name__}); the model is shown without its plan.")
         return None

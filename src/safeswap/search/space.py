@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from safeswap.errors import SafeswapError
+from safeswap.files import load_yaml
 
 OUTSIDE_LAYERS = ("blend", "language", "safety")
 CHOICES = {
@@ -305,9 +306,10 @@ def load_space(path: str | Path) -> SearchSpace:
     if not path.is_file():
         raise SafeswapError(f"search space file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise SafeswapError(f"search space {path}: not valid YAML{where}") from None
+        problem = getattr(e, "problem", None)  # names a duplicate key
+        raise SafeswapError(f"search space {path}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
     return parse_space(raw)
