@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safeswap.read.architecture import Family, TensorRole, classify, config_value, family_for, num_layers, vocab_size
+from safeswap.read.architecture import (Family, TensorRole, check_config_describes_tensors, classify, config_value,
+                                        family_for, num_layers, vocab_size)
 from safeswap.read.adapter import AdapterCheckpoint, check_adapter_base, is_adapter_folder
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
@@ -146,4 +147,8 @@ def preflight(inputs: Inputs) -> None:
                 )
             if a.dtype != b.dtype:
                 raise SafeswapError(f"tensor {name} is {a.dtype} in the {ref.role} model and {b.dtype} in the {m.role} model")
-
+    # Last: the models agree with each other; now each config must describe its own tensors.
+    for m in models:
+        if not isinstance(m, AdapterCheckpoint):  # an adapter's config is its base's (read.adapter checks its factors)
+            check_config_describes_tensors(family_for(m.architecture), m.config, {n: t.shape for n, t in m.tensors.items()},
+                                           m.role)
