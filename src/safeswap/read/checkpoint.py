@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from safeswap.errors import SafeswapError
+from safeswap.files import StrictJsonError, load_json
 from safeswap.read.header import ITEM_SIZES, read_header
 from safeswap.read.shards import list_shards, model_file
 
@@ -73,7 +74,8 @@ class Checkpoint:
         self.role = role
         if not self.folder.is_dir():
             raise SafeswapError(f"{role} model: {self.folder} is not a folder")
-        self.config = self._read_config()
+        self.config = self._read_json("config.json", required=True)
+        self._read_json("tokenizer_config.json")  # parsed when a merge copies it: checked now, before any write
         self.shards = list_shards(self.folder)
         self.tensors: dict[str, TensorInfo] = {}
         for shard in self.shards:
@@ -86,17 +88,21 @@ class Checkpoint:
                 )
         self._fds: dict[Path, int] = {}
 
-    def _read_config(self) -> dict:
-        path = model_file(self.folder, "config.json")
+    def _read_json(self, name: str, required: bool = False) -> dict | None:
+        """A JSON side file read strictly (a key twice, NaN or Infinity refused): one JSON object, or None when absent."""
+        path = model_file(self.folder, name)
         if path is None:
-            raise SafeswapError(f"{self.role} model: {self.folder} has no config.json")
+            if required:
+                raise SafeswapError(f"{self.role} model: {self.folder} has no {name}")
+            return None
         try:
-            config = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SafeswapError(f"{self.role} model: {path} is unreadable ({e.__class__.__name__})") from None
-        if not isinstance(config, dict):
+            data = load_json(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            detail = str(e) if isinstance(e, StrictJsonError) else e.__class__.__name__
+            raise SafeswapError(f"{self.role} model: {path} is unreadable ({detail})") from None
+        if not isinstance(data, dict):
             raise SafeswapError(f"{self.role} model: {path} is not a JSON object")
-        return config
+        return data
 
     def side_file(self, name: str) -> Path | None:
         """A config, tokenizer or chat-template file of this model (None when absent), through the containment rule."""

@@ -10,11 +10,11 @@ can list (and start hashing) the input files while torch is still being imported
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from safeswap.errors import SafeswapError
+from safeswap.files import load_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 INDEX_NAME = "model.safetensors.index.json"
@@ -72,7 +72,7 @@ def list_shards(folder: Path) -> list[Path]:
     index_path = model_file(folder, INDEX_NAME)
     if index_path is not None:
         try:
-            weight_map = json.loads(index_path.read_text())["weight_map"]
+            weight_map = load_json(index_path.read_text())["weight_map"]
             names = sorted(set(weight_map.values()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise SafeswapError(f"{index_path}: malformed index (needs a 'weight_map' object)") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safeswap.version import __version__
 from safeswap.errors import SafeswapError
-from safeswap.files import atomic_write, sha256_file
+from safeswap.files import StrictJsonError, atomic_write, load_json, sha256_file
 from safeswap.merged_folder import MANIFEST_FILENAME
 
 
@@ -32,20 +32,30 @@ def write_manifest(folder: Path, plan_sha256: str, inputs: dict, outputs: dict[s
 def load_manifest(folder: Path) -> dict:
     path = folder / MANIFEST_FILENAME
     try:
-        return json.loads(path.read_text())
+        manifest = load_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SafeswapError(f"{folder} has no {MANIFEST_FILENAME}; it was not written by safeswap merge") from None
-    except (OSError, ValueError) as e:
-        raise SafeswapError(f"{path} is malformed ({e.__class__.__name__})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        detail = str(e) if isinstance(e, StrictJsonError) else e.__class__.__name__
+        raise SafeswapError(f"{path} is malformed ({detail})") from None
+    outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, dict) or not outputs:
+        raise SafeswapError(f"{path} is malformed (no 'outputs' listing the shards)")
+    for name, entry in outputs.items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise SafeswapError(f"{path} is malformed (output {name!r} is not a file name in the folder)")
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64):
+            raise SafeswapError(f"{path} is malformed (output {name} has no 64-digit sha256)")
+    return manifest
 
 
 def verify_outputs(folder: Path) -> int:
     """Re-hash every output shard; raise on the first difference. Returns the shard count."""
     manifest = load_manifest(folder)
-    for name, entry in manifest.get("outputs", {}).items():
+    for name, entry in manifest["outputs"].items():
         path = folder / name
         if not path.is_file():
             raise SafeswapError(f"shard {name} listed in the manifest is missing")
         if sha256_file(path) != entry["sha256"]:
             raise SafeswapError(f"shard {name} does not match its sha256 in the manifest")
-    return len(manifest.get("outputs", {}))
+    return len(manifest["outputs"])
