@@ -220,6 +220,7 @@ def check_identity(models: dict, current: dict[str, dict], folders: dict, what: 
     not cached, to be hashed during the merge) is not compared here, and the caller checks again
     once it is known. The fingerprint is compared too (a record without files, from an older
     safeswap, has only that)."""
+    made = "were made" if what == "statistics" else "was made"
     for role, now in current.items():
         record = models.get(role, {})
         files = record.get("files")
@@ -227,14 +228,14 @@ def check_identity(models: dict, current: dict[str, dict], folders: dict, what: 
         elsewhere = isinstance(recorded, str) and Path(recorded).expanduser().resolve() != Path(folders[role]).resolve()
         problem = _changed_file(files, now["files"], Path(folders[role])) if isinstance(files, dict) else None
         if problem and elsewhere:
-            raise SafeswapError(f"{what} was made for a different {role} model ({recorded}): its {problem[0].name} {problem[1]}; "
+            raise SafeswapError(f"{what} {made} for a different {role} model ({recorded}): its {problem[0].name} {problem[1]}; "
                                 f"{remedy} or pass the original model")
         if problem:
-            raise SafeswapError(f"{role} model file {problem[0]} {problem[1]} since the {what} was made; {remedy} "
+            raise SafeswapError(f"{role} model file {problem[0]} {problem[1]} since the {what} {made}; {remedy} "
                                 "or restore the file")
         expected = record.get("fingerprint")
         if expected and now["fingerprint"] is not None and expected != now["fingerprint"]:
             raise SafeswapError(
-                f"{what} was made for a different {role} model (fingerprint {expected[:19]}..., "
+                f"{what} {made} for a different {role} model (fingerprint {expected[:19]}..., "
                 f"this one is {now['fingerprint'][:19]}...); {remedy} or pass the original model"
             )

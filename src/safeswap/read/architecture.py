@@ -175,6 +175,20 @@ def vocab_size(config: dict) -> int | None:
     return config_value(config, "vocab_size", _is_count)
 
 
+SIZE_SETTINGS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "vocab_size")
+
+
+def check_config_types(config: dict, role: str) -> None:
+    """Every size setting present is a positive integer (null counts as absent): a "64" or 64.0 would
+    otherwise compare unequal to 64 and be reported as two models differing."""
+    for cfg in config_levels(config):
+        for key in SIZE_SETTINGS:
+            value = cfg.get(key)
+            if value is not None and not (_is_count(value) and value > 0):
+                raise SafeswapError(f"{role} model: config.json {key} is {value!r}; it must be a positive integer")
+
+
 def config_sizes(config: dict) -> dict[str, tuple[int, str]]:
     """Each size the shape table names -> (value, how config.json gives it), for the settings present.
 

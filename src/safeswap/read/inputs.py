@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safeswap.read.architecture import (Family, TensorRole, check_config_describes_tensors, classify, config_value,
-                                        family_for, num_layers, vocab_size)
+from safeswap.read.architecture import (Family, TensorRole, check_config_describes_tensors, check_config_types, classify,
+                                        config_value, family_for, num_layers, vocab_size)
 from safeswap.read.adapter import AdapterCheckpoint, check_adapter_base, is_adapter_folder
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.errors import SafeswapError
@@ -110,6 +110,7 @@ def preflight(inputs: Inputs) -> None:
     ref = inputs.receiver
     for m in models:
         family_for(m.architecture, m.role)
+        check_config_types(m.config, m.role)
         for name in SIDE_FILES:  # refuse a symlink out of the folder now, not after the merge
             m.side_file(name)
     for m in models:
