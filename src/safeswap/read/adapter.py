@@ -21,13 +21,12 @@ from pathlib import Path
 import torch
 
 from safeswap.errors import SafeswapError
-from safeswap.read.adapter_config import ADAPTER_CONFIG, check_against_factors, module_scale, read_config
+from safeswap.read.adapter_config import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_against_factors, module_scale, read_config
 from safeswap.read.architecture import vocab_size
 from safeswap.read.checkpoint import DTYPES, TORCH_TO_SAFETENSORS, Checkpoint, TensorInfo
 from safeswap.read.header import read_header
 from safeswap.read.shards import model_file
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[\w-]+)?\.weight$")
 # The wider of two stored factor dtypes, for an adapter that mixes them.
 _WIDER = {frozenset({"BF16", "F16"}): "F32"}

@@ -24,6 +24,7 @@ from safeswap.errors import SafeswapError
 from safeswap.read.shards import model_file
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # PEFT's LoraConfig defaults, used when a key is absent.
 DEFAULT_R, DEFAULT_ALPHA = 8, 8
 ALL_LINEAR = "all-linear"
