@@ -179,6 +179,28 @@ def test_plans_without_a_low_rank_form_are_refused(experts, tmp_path, method, pa
     assert not (tmp_path / "o").exists()
 
 
+def test_nonfinite_factors_are_refused(experts, tmp_path):
+    """A NaN in an expert's factor (a merge without statistics reads none before writing), or a scaled B past
+    float16's range: refused, naming the module, unless --allow-nonfinite."""
+    import safeswap
+    from test_adapters import adapter_copy
+
+    base, safety, language, _ = experts
+    key = "base_model.model.model.layers.2.self_attn.q_proj.lora_B.weight"
+    nan = adapter_copy(language, tmp_path / "nan", edit_weights=lambda t: t[key].view(-1)[0:1].fill_(float("nan")))
+    with pytest.raises(SafeswapError, match="the factors of model.layers.2.self_attn.q_proj hold NaN or Inf as float32"):
+        safeswap.merge(base, safety, nan, out=tmp_path / "o", method="layer-swap", parameters={"bottom": 0, "top": 1},
+                       output="adapter")
+    huge = adapter_copy(language, tmp_path / "huge", edit_weights=lambda t: t[key].mul_(1e6))
+    with pytest.raises(SafeswapError, match="hold NaN or Inf as float16"):
+        safeswap.merge(base, safety, huge, out=tmp_path / "o", method="layer-swap", parameters={"bottom": 0, "top": 1},
+                       dtype="float16", output="adapter")
+    assert not (tmp_path / "o").exists()
+    safeswap.merge(base, safety, nan, out=tmp_path / "o", method="layer-swap", parameters={"bottom": 0, "top": 1},
+                   output="adapter", allow_nonfinite=True)
+    assert (tmp_path / "o" / "adapter_model.safetensors").exists()
+
+
 def test_a_full_expert_is_refused(monkeypatch, capsys, experts, tmp_path):
     base, safety, _, language_merged = experts
     code, err = run_cli(monkeypatch, capsys, "merge", "--base", base, "--safety", safety, "--language",

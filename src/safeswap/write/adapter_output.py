@@ -101,8 +101,9 @@ def factor_dtype(view: Inputs, override: str | None) -> str:
     return stored.pop() if len(stored) == 1 else "F32"
 
 
-def merge_factors(view: Inputs, ops: dict, dtype: str) -> AdapterResult:
-    """Every tensor's operation as factors; refuses, naming the tensor, one that has no exact low-rank form."""
+def merge_factors(view: Inputs, ops: dict, dtype: str, allow_nonfinite: bool = False) -> AdapterResult:
+    """Every tensor's operation as factors; refuses, naming the tensor, one that has no exact low-rank form,
+    and (unless allow_nonfinite) factors holding NaN or Inf once stored in `dtype`."""
     experts = {role: m.adapter.factors for role, m in view.models.items() if role != "base"}
     factors = {}
     for name in view.tensor_names():
@@ -114,6 +115,9 @@ def merge_factors(view: Inputs, ops: dict, dtype: str) -> AdapterResult:
         composed = compose(coefficients, {role: f[name] for role, f in experts.items()
                                           if role in coefficients and name in f})
         if composed is not None:
+            if not allow_nonfinite and not all(bool(torch.isfinite(f.to(DTYPES[dtype][0])).all()) for f in composed):
+                raise SafeswapError(f"--output adapter: the factors of {name[: -len('.weight')]} hold NaN or Inf as "
+                                    f"{CONFIG_DTYPES[dtype]} (use --allow-nonfinite to write them anyway)")
             factors[name[: -len(".weight")]] = composed
     if not factors:
         raise SafeswapError("--output adapter: the merge leaves every module at the base's weights; there is no adapter to write")

@@ -124,6 +124,8 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         raise SafeswapError("a merge into memory takes exactly one language expert")
     as_adapter = settings.output == "adapter"
     if as_adapter:
+        if into is not None:
+            raise SafeswapError("a merge into memory gives full tensors; --output adapter does not apply to it")
         adapter_output.check_method(plan.method if plan is not None else recipe.method)
     receiver = next(iter(keys.values()))
     inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
@@ -147,7 +149,8 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         ops = {code: operations(plans[code], views[code]) for code in keys}
         if as_adapter:
             factors = {code: adapter_output.merge_factors(views[code], ops[code],
-                                                          adapter_output.factor_dtype(views[code], settings.dtype))
+                                                          adapter_output.factor_dtype(views[code], settings.dtype),
+                                                          settings.allow_nonfinite)
                        for code in keys}
         if dry_run:
             return plans
