@@ -7,6 +7,8 @@ exact method and granularity, with rank_pattern/alpha_pattern and rslora experts
 
 import json
 import re
+import shutil
+import sys
 import warnings
 
 import pytest
@@ -15,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 import tiny
 from cli_helpers import run_cli
+from safeswap import cli
 from safeswap.errors import SafeswapError
 from test_adapters import make_adapter
 
@@ -220,10 +223,14 @@ def test_an_unknown_output_kind_is_refused(monkeypatch, capsys, experts, tmp_pat
 def test_cli_prints_the_vllm_rank_and_the_card_serves_it(monkeypatch, capsys, experts, tmp_path):
     base, safety, language, _ = experts
     out = tmp_path / "ko-safe"
-    code, _ = run_cli(monkeypatch, capsys, "merge", "--base", base, "--safety", safety, "--language", language,
-                      "--method", "adaptive", "--tau", "0.5", "--granularity", "projection", "--output", "adapter",
-                      "--out", out)
-    assert code == 0
+    monkeypatch.setattr(sys, "argv", ["safeswap", "merge", "--base", str(base), "--safety", str(safety), "--language",
+                                      str(language), "--method", "adaptive", "--tau", "0.5", "--granularity",
+                                      "projection", "--output", "adapter", "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    assert exit_code.value.code == 0
+    printed = capsys.readouterr().err  # the progress console: stderr
+    assert f"adapter written to {out}: 21 modules, ranks 4-12 (r 4), float32 factors; vLLM needs --max-lora-rank 16" in printed
     ranks = {json.loads((out / "adapter_config.json").read_text())["r"]}
     ranks |= set(json.loads((out / "adapter_config.json").read_text())["rank_pattern"].values())
     assert max(ranks) == 12  # 8 + 4 where q_proj is blended
@@ -252,11 +259,13 @@ def test_replay_gives_byte_identical_adapter_files_and_verify_checks_them(monkey
         assert (first / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     counts = safeswap.verify(first, inputs=True)
     assert counts["shards"] == 2 and counts["modules"] == len(json.loads((first / "adapter_config.json").read_text())["target_modules"])
-    code, err = run_cli(monkeypatch, capsys, "verify", first, "--inputs")
-    assert code == 0
+    monkeypatch.setattr(sys, "argv", ["safeswap", "verify", str(first), "--inputs"])
+    with pytest.raises(SystemExit) as exit_code:
+        cli.main()
+    assert exit_code.value.code == 0
+    assert f"ok: 2 adapter files match the manifest, the factors of its {counts['modules']} modules" in capsys.readouterr().out
 
     flipped = tmp_path / "flipped"
-    import shutil
     shutil.copytree(first, flipped)
     data = bytearray((flipped / "adapter_model.safetensors").read_bytes())
     data[-3] ^= 0x01
@@ -265,7 +274,6 @@ def test_replay_gives_byte_identical_adapter_files_and_verify_checks_them(monkey
     assert code == 2 and "adapter_model.safetensors does not match its sha256 in the manifest" in err
 
     # A changed factor whose manifest was rewritten to match: only the check against the inputs sees it.
-    tensors = load_file(flipped / "adapter_model.safetensors")
     tensors = load_file(first / "adapter_model.safetensors")
     key = sorted(k for k in tensors if "lora_B" in k)[0]
     tensors[key] = tensors[key] * 1.001

@@ -192,7 +192,8 @@ def merge(
 ):
     """Analyse, plan and merge in one step, or replay a plan with --plan.
 
-    Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically.
+    Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically
+    (with --output adapter, where both experts are LoRA adapters: one PEFT LoRA adapter in place of the weights).
     """
     flags = locals()
     if plan_file is None and not dry_run and language and len(language) == 1:
@@ -297,9 +298,10 @@ def verify(
 
     counts = api.verify(folder, inputs=inputs, show_progress=True)
     extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""
-    if "modules" in counts:  # an adapter output
-        extra = f", the factors of its {counts['modules']} modules equal those its inputs give"
-    typer.echo(f"ok: {counts['shards']} shards match the manifest{extra}")
+    files = "shards"
+    if "modules" in counts:  # an adapter output: its config and weights are what the manifest lists
+        files, extra = "adapter files", f", the factors of its {counts['modules']} modules equal those its inputs give"
+    typer.echo(f"ok: {counts['shards']} {files} match the manifest{extra}")
 
 
 @app.command()

@@ -180,7 +180,8 @@ def _report_adapters(settings: WriteSettings, summaries: dict) -> None:
     if settings.show_progress:
         for code, summary in summaries.items():
             where = settings.out if code is SINGLE else settings.out / code
-            console.print(f"[green]adapter written to[/green] {where}: {adapter_output.summary_line(summary)}")
+            console.print(f"[green]adapter written to[/green] {where}: {adapter_output.summary_line(summary)}",
+                          soft_wrap=True, highlight=False)
 
 
 def _stream_into(inputs, ops, settings: WriteSettings, needed: int, analysed: bool, into: dict) -> None:
