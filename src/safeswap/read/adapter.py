@@ -28,8 +28,6 @@ from safeswap.read.header import read_header
 from safeswap.read.shards import model_file
 
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[\w-]+)?\.weight$")
-# The wider of two stored factor dtypes, for an adapter that mixes them.
-_WIDER = {frozenset({"BF16", "F16"}): "F32"}
 
 
 def is_adapter_folder(folder: Path) -> bool:
@@ -61,10 +59,13 @@ class LoraAdapter:
             if match is None:
                 raise SafeswapError(f"{path}: tensor {key!r} is not a LoRA factor (lora_A/lora_B of a linear layer); "
                                     "embedding adapters, DoRA magnitudes and saved modules are not supported")
+            if TORCH_TO_SAFETENSORS.get(tensor.dtype) not in ("F32", "F16", "BF16"):
+                raise SafeswapError(f"{path}: tensor {key!r} is stored as {tensor.dtype}; LoRA factors must be "
+                                    "float32, float16 or bfloat16")
             stored.add(TORCH_TO_SAFETENSORS[tensor.dtype])
             parts.setdefault(match["module"], {})[match["part"]] = tensor.float()
         # The factors' stored dtype: what an adapter written from this merge keeps by default.
-        self.dtype = stored.pop() if len(stored) == 1 else _WIDER.get(frozenset(stored), "F32")
+        self.dtype = stored.pop() if len(stored) == 1 else "F32"  # float32 holds either of two narrower dtypes
         factors = {}
         for module, ab in parts.items():
             name = module + ".weight"

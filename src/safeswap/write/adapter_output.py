@@ -194,13 +194,16 @@ def verify_adapter(folder: Path, view: Inputs, ops: dict) -> int:
 
     stored = load_file(str(folder / ADAPTER_WEIGHTS))
     dtype = {t.dtype for t in stored.values()}
-    expected = stored_tensors(merge_factors(view, ops, TORCH_TO_SAFETENSORS[dtype.pop()] if len(dtype) == 1 else "F32"))
+    # allow_nonfinite: a folder written with --allow-nonfinite is checked byte for byte like any other
+    expected = stored_tensors(merge_factors(view, ops, TORCH_TO_SAFETENSORS[dtype.pop()] if len(dtype) == 1 else "F32",
+                                            allow_nonfinite=True))
     for key in sorted(set(expected) | set(stored)):
         if key not in stored:
             raise SafeswapError(f"{ADAPTER_WEIGHTS} lacks {key}, which the plan's inputs give")
         if key not in expected:
             raise SafeswapError(f"{ADAPTER_WEIGHTS} holds {key}, which the plan's inputs do not give")
-        if stored[key].dtype != expected[key].dtype or not torch.equal(stored[key], expected[key]):
+        if stored[key].dtype != expected[key].dtype or not torch.equal(stored[key].view(torch.uint8),
+                                                                        expected[key].view(torch.uint8)):
             raise SafeswapError(f"{key} differs from the factors the plan's inputs give")
     return len(expected) // 2
 
