@@ -303,6 +303,21 @@ def test_factor_dtype(experts, tmp_path, dtype, stored):
         assert torch.allclose(merged[name], tensor.float(), rtol=2 ** -6, atol=1e-3), name
 
 
+def test_default_factor_dtype_is_the_experts(experts, tmp_path):
+    """bf16 experts give bf16 factors; experts of two dtypes give float32."""
+    import safeswap
+    from test_adapters import adapter_copy
+
+    base, safety, language, _ = experts
+    to = lambda dtype: (lambda t: t.update({k: v.to(dtype) for k, v in t.items()}))
+    safety_bf16 = adapter_copy(safety, tmp_path / "s-bf16", edit_weights=to(torch.bfloat16))
+    language_bf16 = adapter_copy(language, tmp_path / "l-bf16", edit_weights=to(torch.bfloat16))
+    language_f16 = adapter_copy(language, tmp_path / "l-f16", edit_weights=to(torch.float16))
+    for lang, stored in ((language_bf16, torch.bfloat16), (language_f16, torch.float32)):
+        out = safeswap.merge(base, safety_bf16, lang, out=tmp_path / f"o-{stored}", output="adapter")
+        assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {stored}
+
+
 def test_force_replaces_an_adapter_output_and_inputs_are_never_outputs(monkeypatch, capsys, experts, tmp_path):
     import safeswap
 

@@ -177,12 +177,18 @@ def _drop_b(t):
     t.pop(next(k for k in t if "lora_B" in k))
 
 
+def _integer_a(t):
+    key = next(k for k in t if "lora_A" in k)
+    t[key] = t[key].to(torch.int32)
+
+
 @pytest.mark.parametrize("config_edit, weights_edit, expected", [
     (lambda c: c.update(use_dora=True), None, "DoRA (use_dora) is not supported"),
     (lambda c: c.update(modules_to_save=["lm_head"]), None, "modules_to_save"),
     (lambda c: c.update(bias="all"), None, "bias='all'"),
     (lambda c: c.update(peft_type="IA3"), None, "peft_type 'IA3' is not supported"),
     (None, _drop_b, "lora_B missing"),
+    (None, _integer_a, "is stored as torch.int32; LoRA factors must be float32, float16 or bfloat16"),
     (None, lambda t: t.__setitem__("base_model.model.model.embed_tokens.lora_embedding_A", torch.zeros(2, 2)),
      "is not a LoRA factor"),
 ])
