@@ -177,14 +177,18 @@ def _drop_b(t):
     t.pop(next(k for k in t if "lora_B" in k))
 
 
+def _integer_a(t):
+    key = next(k for k in t if "lora_A" in k)
+    t[key] = t[key].to(torch.int32)
+
+
 @pytest.mark.parametrize("config_edit, weights_edit, expected", [
     (lambda c: c.update(use_dora=True), None, "DoRA (use_dora) is not supported"),
     (lambda c: c.update(modules_to_save=["lm_head"]), None, "modules_to_save"),
-    (lambda c: c.update(rank_pattern={"q_proj": 2}), None, "per-module ranks (rank_pattern)"),
-    (lambda c: c.update(alpha_pattern={"q_proj": 2}), None, "per-module alphas (alpha_pattern)"),
     (lambda c: c.update(bias="all"), None, "bias='all'"),
     (lambda c: c.update(peft_type="IA3"), None, "peft_type 'IA3' is not supported"),
     (None, _drop_b, "lora_B missing"),
+    (None, _integer_a, "is stored as torch.int32; LoRA factors must be float32, float16 or bfloat16"),
     (None, lambda t: t.__setitem__("base_model.model.model.embed_tokens.lora_embedding_A", torch.zeros(2, 2)),
      "is not a LoRA factor"),
 ])
@@ -195,6 +199,97 @@ def test_unsupported_adapters_are_refused_by_name(monkeypatch, capsys, bf16, tmp
                         "--language", bad, "--out", tmp_path / "o")
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "o").exists()
+
+
+def _widen_a(t):
+    key = next(k for k in t if "q_proj.lora_A" in k)
+    t[key] = torch.zeros(t[key].shape[0], 32)
+
+
+# Every way adapter_config.json can lie about its factors (the language adapter: q/k/v/o_proj, r 4, alpha 8).
+@pytest.mark.parametrize("config_edit, weights_edit, expected", [
+    (lambda c: c.update(r=8), None, "model.layers.0.self_attn.k_proj has factors of rank 4, but its adapter_config.json r says 8"),
+    (lambda c: c.update(rank_pattern={"q_proj": 2}), None,
+     "model.layers.0.self_attn.q_proj has factors of rank 4, but its adapter_config.json rank_pattern['q_proj'] says 2"),
+    (lambda c: c.update(r=8, rank_pattern={"layers.1.self_attn.v_proj": 4}), None, "k_proj has factors of rank 4"),
+    (lambda c: c.update(r=0), None, "r is 0; it must be a positive integer"),
+    (lambda c: c.update(r=4.0), None, "r is 4.0; it must be a positive integer"),
+    (lambda c: c.update(lora_alpha="8"), None, "lora_alpha is '8'; it must be a number"),
+    (lambda c: c.update(lora_alpha=True), None, "lora_alpha is True; it must be a number"),
+    (lambda c: c.update(alpha_pattern={"q_proj": "16"}), None, "alpha_pattern['q_proj'] is '16'; it must be a number"),
+    (lambda c: c.update(rank_pattern=[4]), None, "rank_pattern is [4]; it must map module patterns to values"),
+    (lambda c: c.update(rank_pattern={"q_proj(": 4}), None, "rank_pattern 'q_proj(' is not a valid regular expression"),
+    (lambda c: c.update(use_rslora="yes"), None, "use_rslora is 'yes'"),
+    (lambda c: c.update(target_modules=["q_proj", "k_proj", "v_proj"]), None,
+     "it holds factors for model.layers.0.self_attn.o_proj, which its target_modules ['q_proj', 'k_proj', 'v_proj'] does not target"),
+    (lambda c: c.update(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"]), None,
+     "targets model.layers.0.mlp.up_proj, but the adapter holds no factors for any up_proj"),
+    (lambda c: c.update(target_modules=r".*\.(q|k|v)_proj"), None, "it holds factors for model.layers.0.self_attn.o_proj"),
+    (lambda c: c.update(target_modules="all-linear"), None, "'all-linear' targets model.layers.0.mlp.down_proj, but the adapter holds no factors for any down_proj"),
+    (lambda c: c.update(target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], layers_to_transform=[0, 1]), None,
+     "it holds factors for model.layers.2.self_attn.k_proj, which its target_modules"),
+    (lambda c: c.update(exclude_modules=["o_proj"]), None, "it holds factors for model.layers.0.self_attn.o_proj"),
+    (lambda c: c.pop("target_modules"), None, "target_modules is not set"),
+    (None, _widen_a, "model.layers.0.self_attn.q_proj.weight is [64, 64] in the base, but the adapter's B A is [64, 32]"),
+])
+def test_a_config_that_does_not_describe_its_factors_is_refused(monkeypatch, capsys, bf16, tmp_path, config_edit,
+                                                                 weights_edit, expected):
+    base, experts = bf16
+    bad = adapter_copy(experts["language"][0], tmp_path / "bad", config_edit, weights_edit)
+    before = {p.name: p.read_bytes() for p in bad.iterdir()}
+    code, err = run_cli(monkeypatch, capsys, "merge", "--base", base, "--safety", experts["safety"][0],
+                        "--language", bad, "--out", tmp_path / "o")
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "o").exists()
+    assert {p.name: p.read_bytes() for p in bad.iterdir()} == before
+
+
+@pytest.mark.parametrize("extra", [
+    {"rank_pattern": {"q_proj": 2, "model.layers.1.self_attn.v_proj": 6}, "alpha_pattern": {"k_proj": 3, "o_proj": 32}},
+    {"rank_pattern": {"layers.2.self_attn.q_proj": 2}, "alpha_pattern": {"self_attn.v_proj": 5}, "use_rslora": True},
+    {"use_rslora": True},
+])
+def test_rank_and_alpha_patterns_merge_exactly(bf16, tmp_path, extra):
+    """Per-module ranks and alphas (as mergekit-extract-lora writes them) and rslora: the merge equals
+    merging PEFT's own merge_and_unload of the adapter."""
+    import safeswap
+
+    base, experts = bf16
+    targets, r, alpha = TARGETS["language"]
+    adapter, merged = make_adapter(base, tmp_path / "patterned", targets, r, alpha, seed=7, **extra)
+    for method in ("adaptive", "linear"):
+        ours = safeswap.merge(base, experts["safety"][0], adapter, out=tmp_path / f"a-{method}", method=method)
+        full = safeswap.merge(base, experts["safety"][1], merged, out=tmp_path / f"f-{method}", method=method)
+        a, f = load_file(ours / "model.safetensors"), load_file(full / "model.safetensors")
+        assert max(bf16_ulps(a[k], f[k]) for k in a) <= 1
+
+
+def test_pattern_and_target_rules_are_peft_s(bf16):
+    """read.adapter_config's copies of PEFT's matching rules answer as PEFT's own functions do."""
+    from types import SimpleNamespace
+
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from peft.utils.other import get_pattern_key
+
+    from safeswap.read.adapter_config import is_targeted, pattern_key
+
+    modules = [f"model.layers.{i}.{m}" for i in (0, 1, 2, 11, 12) for m in
+               ("self_attn.q_proj", "self_attn.k_proj", "mlp.up_proj", "mlp.down_proj")] + ["lm_head"]
+    patterns = [{"q_proj": 2, "model.layers.1.self_attn.q_proj": 4}, {"model.layers.1.self_attn.q_proj": 4, "q_proj": 2},
+                {"layers.1.mlp.*": 3}, {"self_attn.(q|k)_proj": 5}, {"proj": 1}, {}]
+    for p in patterns:
+        for m in modules:
+            assert pattern_key(p, m) == (get_pattern_key(list(p), m) if get_pattern_key(list(p), m) in p else None), (p, m)
+    configs = [dict(target_modules=["q_proj", "up_proj"]), dict(target_modules=["self_attn.q_proj", "lm_head"]),
+               dict(target_modules=r".*\.layers\.1\d?\..*proj"), dict(target_modules=["q_proj"], layers_to_transform=[1, 12]),
+               dict(target_modules=["q_proj"], layers_to_transform=2), dict(target_modules=["mlp.up_proj"], exclude_modules=["model.layers.0.mlp.up_proj"]),
+               dict(target_modules=["proj", "q_proj"], exclude_modules=r".*\.1\..*"),
+               dict(target_modules=["q_proj"], layers_to_transform=[1], layers_pattern="layers")]
+    for c in configs:
+        peft_config = SimpleNamespace(**{"target_parameters": None, "modules_to_save": None, "exclude_modules": None,
+                                         "layers_to_transform": None, "layers_pattern": None, **c})
+        for m in modules:
+            assert is_targeted(c, m, set()) == bool(check_target_module_exists(peft_config, m)), (c, m)
 
 
 def test_adapter_on_another_local_base_is_refused(bf16, tmp_path):

@@ -19,6 +19,7 @@ from safeswap.decide.statistics import Statistics, load_statistics, save_statist
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import open_inputs
 from safeswap.write import pipeline
+from safeswap.write.adapter_output import check_output_kind
 from safeswap.write.destination import check_clear_of_inputs
 from safeswap.write.engine import dtype_name
 from safeswap.write.verify import verify_folder
@@ -97,13 +98,16 @@ def merge(
     outside_layers: str = "blend", tokenizer_from: str = "language", dtype: str | None = None,
     shard_size: str | int = "5GB", force: bool = False, dry_run: bool = False, revision: str | None = None,
     show_progress: bool = False, allow_nonfinite: bool = False, command: str | None = None,
+    output: str = "checkpoint",
 ) -> Path | MergePlan:
     """Analyse, plan and merge in one step, or replay a plan (given as object or file).
 
     `language` is one expert, or {code: expert} for several: then OUT/<code>/ holds each
     merge, reading the base and the safety expert once for all. Returns the output folder,
     or the plan when dry_run (nothing is written). `command`, when given, is recorded in the
-    model card as the way to reproduce the merge.
+    model card as the way to reproduce the merge. output="adapter" writes, where every expert is a
+    LoRA adapter over `base`, one PEFT LoRA adapter instead of full weights (write.adapter_output;
+    `dtype` is then the factors' dtype).
     """
     several = isinstance(language, dict)
     if several and (plan is not None or dry_run):
@@ -112,7 +116,7 @@ def merge(
         raise SafeswapError("no language experts given")
     settings = pipeline.WriteSettings(
         Path(out).expanduser(), dtype_name(dtype), parse_size(shard_size, "--shard-size"), force, show_progress,
-        allow_nonfinite, command,
+        allow_nonfinite, command, output=check_output_kind(output),
     )
     recipe = None
     if plan is not None:

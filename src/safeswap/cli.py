@@ -182,7 +182,8 @@ def merge(
     t: Optional[float] = SLERP_T,
     outside_layers: str = OUTSIDE,
     tokenizer_from: str = TOKENIZER,
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32. [default: the inputs' dtype]"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Output dtype: bfloat16 | float16 | float32 (with --output adapter: the factors'). [default: the inputs' dtype]"),
+    output: str = typer.Option("checkpoint", "--output", help="checkpoint (full weights) | adapter (one PEFT LoRA adapter over --base, exact; every expert a LoRA adapter; methods adaptive, layer-swap, linear, task-arithmetic)."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest shard, e.g. 5GB, 500MB, 2GiB."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the inputs and print the decisions; write nothing."),
@@ -191,7 +192,8 @@ def merge(
 ):
     """Analyse, plan and merge in one step, or replay a plan with --plan.
 
-    Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically.
+    Writes sharded safetensors, config, tokenizer, the plan and the figures into --out, atomically
+    (with --output adapter, where both experts are LoRA adapters: one PEFT LoRA adapter in place of the weights).
     """
     flags = locals()
     if plan_file is None and not dry_run and language and len(language) == 1:
@@ -216,7 +218,7 @@ def merge(
     result = api.merge(base, safety, language, out=out, plan=plan_file, method=method, granularity=granularity,
                        tau=tau, alpha=alpha, parameters=parameters, outside_layers=outside_layers, tokenizer_from=tokenizer_from, dtype=dtype,
                        shard_size=shard_size, force=force, dry_run=dry_run, revision=revision, show_progress=True,
-                       allow_nonfinite=allow_nonfinite, command=command)
+                       allow_nonfinite=allow_nonfinite, command=command, output=output)
     if dry_run:
         from safeswap.decide.plan_inspect import decision_table, summary_line, tensor_sizes
         from safeswap.progress import console
@@ -296,7 +298,10 @@ def verify(
 
     counts = api.verify(folder, inputs=inputs, show_progress=True)
     extra = f", {counts['tensors']} taken tensors byte-identical to their sources" if inputs else ""
-    typer.echo(f"ok: {counts['shards']} shards match the manifest{extra}")
+    files = "shards"
+    if "modules" in counts:  # an adapter output: its config and weights are what the manifest lists
+        files, extra = "adapter files", f", the factors of its {counts['modules']} modules equal those its inputs give"
+    typer.echo(f"ok: {counts['shards']} {files} match the manifest{extra}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from safeswap.read.adapter_config import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from safeswap.read.shards import INDEX_NAME, SIDE_FILES
 
 PLAN_FILENAME = "safeswap-plan.yaml"
@@ -15,9 +16,11 @@ FIGURE_FILES = (SPECIALIZATION_FIGURE, DIRECTION_FIGURE, DECISIONS_FIGURE)
 SINGLE_SHARD = "model.safetensors"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 
-# Every file a merged folder can hold besides numbered shards.
+# Every file a merged folder can hold besides numbered shards (an adapter output: the adapter's two files
+# in place of config and shards).
 OUTPUT_FILES = frozenset({
     "config.json", *SIDE_FILES, SINGLE_SHARD, INDEX_NAME, PLAN_FILENAME, CARD_FILENAME, MANIFEST_FILENAME, *FIGURE_FILES,
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS,
 })
 
 

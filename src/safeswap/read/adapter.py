@@ -14,7 +14,6 @@ Every PEFT feature this does not implement is refused by name, never ignored.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -22,24 +21,12 @@ from pathlib import Path
 import torch
 
 from safeswap.errors import SafeswapError
-from safeswap.read.checkpoint import DTYPES, Checkpoint, TensorInfo
+from safeswap.read.adapter_config import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_against_factors, module_scale, read_config
+from safeswap.read.architecture import vocab_size
+from safeswap.read.checkpoint import DTYPES, TORCH_TO_SAFETENSORS, Checkpoint, TensorInfo
 from safeswap.read.header import read_header
 from safeswap.read.shards import model_file
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# adapter_config.json settings that change the weights in ways not implemented here: refused when set.
-_UNSUPPORTED = {
-    "use_dora": "DoRA (use_dora)",
-    "modules_to_save": "modules_to_save (whole modules trained beside the adapter)",
-    "rank_pattern": "per-module ranks (rank_pattern)",
-    "alpha_pattern": "per-module alphas (alpha_pattern)",
-    "fan_in_fan_out": "fan_in_fan_out (transposed Conv1D weights)",
-    "layer_replication": "layer_replication",
-    "lora_bias": "lora_bias (trained biases in the adapter)",
-    "target_parameters": "target_parameters (adapters on raw parameters)",
-    "trainable_token_indices": "trainable_token_indices",
-}
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>A|B)(?:\.[\w-]+)?\.weight$")
 
 
@@ -47,37 +34,13 @@ def is_adapter_folder(folder: Path) -> bool:
     return (Path(folder) / ADAPTER_CONFIG).is_file() and not (Path(folder) / "config.json").is_file()
 
 
-def _config(folder: Path) -> dict:
-    path = model_file(folder, ADAPTER_CONFIG)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise SafeswapError(f"{path} is unreadable ({e.__class__.__name__})") from None
-    if not isinstance(config, dict):
-        raise SafeswapError(f"{path} is not a JSON object")
-    if config.get("peft_type") != "LORA":
-        raise SafeswapError(f"{path}: peft_type {config.get('peft_type')!r} is not supported; only LORA adapters are")
-    for key, what in _UNSUPPORTED.items():
-        if config.get(key) not in (None, False, [], {}, "none"):
-            raise SafeswapError(f"{path}: {what} is not supported; merge this adapter into the base with PEFT first")
-    if config.get("bias", "none") != "none":
-        raise SafeswapError(f"{path}: bias={config['bias']!r} (trained biases) is not supported; only bias='none' is")
-    return config
-
-
-def _scale(config: dict, rank: int, where: Path) -> float:
-    alpha = config.get("lora_alpha", 8)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or rank <= 0:
-        raise SafeswapError(f"{where}: lora_alpha {alpha!r} and r {rank!r} do not give a scale")
-    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-
 
 class LoraAdapter:
     """The adapter's factors by target tensor name, in float32, with their scale."""
 
     def __init__(self, folder: Path, role: str):
         self.folder = Path(folder)
-        self.config = _config(self.folder)
+        self.config = read_config(self.folder)
         weights = model_file(self.folder, ADAPTER_WEIGHTS)
         if weights is None:
             pickled = self.folder / "adapter_model.bin"
@@ -90,20 +53,28 @@ class LoraAdapter:
 
         read_header(path)  # the format's checks before the library reads it
         parts: dict[str, dict[str, torch.Tensor]] = {}
+        stored: set[str] = set()
         for key, tensor in load_file(str(path)).items():
             match = _KEY.match(key)
             if match is None:
                 raise SafeswapError(f"{path}: tensor {key!r} is not a LoRA factor (lora_A/lora_B of a linear layer); "
                                     "embedding adapters, DoRA magnitudes and saved modules are not supported")
-            parts.setdefault(match["module"] + ".weight", {})[match["part"]] = tensor.float()
+            if TORCH_TO_SAFETENSORS.get(tensor.dtype) not in ("F32", "F16", "BF16"):
+                raise SafeswapError(f"{path}: tensor {key!r} is stored as {tensor.dtype}; LoRA factors must be "
+                                    "float32, float16 or bfloat16")
+            stored.add(TORCH_TO_SAFETENSORS[tensor.dtype])
+            parts.setdefault(match["module"], {})[match["part"]] = tensor.float()
+        # The factors' stored dtype: what an adapter written from this merge keeps by default.
+        self.dtype = stored.pop() if len(stored) == 1 else "F32"  # float32 holds either of two narrower dtypes
         factors = {}
-        for name, ab in parts.items():
+        for module, ab in parts.items():
+            name = module + ".weight"
             if set(ab) != {"A", "B"}:
                 raise SafeswapError(f"{path}: {name} has lora_{''.join(sorted(set('AB') - set(ab)))} missing")
             a, b = ab["A"], ab["B"]
             if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
                 raise SafeswapError(f"{path}: {name} has lora_A {list(a.shape)} and lora_B {list(b.shape)}, which do not chain")
-            factors[name] = (a, b, _scale(self.config, a.shape[0], path))
+            factors[name] = (a, b, module_scale(self.config, module))
         return factors
 
     def delta_norm(self, name: str) -> float:
@@ -153,6 +124,11 @@ class AdapterCheckpoint:
                                     f"but the adapter's B A is {[b.shape[0], a.shape[1]]}")
             if info.dtype not in ("F32", "F16", "BF16"):
                 raise SafeswapError(f"{role} adapter: {name} is stored as {info.dtype} in the base; adapters need float weights")
+        modules = [n[: -len(".weight")] for n in base.ordered_names()
+                   if n.endswith(".weight") and len(base.tensors[n].shape) == 2]
+        factors = self.adapter.factors
+        ranks = {m: factors[m + ".weight"][0].shape[0] for m in modules if m + ".weight" in factors}  # base order
+        check_against_factors(self.adapter.config, ranks, modules, set(linear_modules(base, modules)), role)
 
     @property
     def architecture(self) -> str | None:
@@ -192,12 +168,19 @@ class AdapterCheckpoint:
         self.close()
 
 
+def linear_modules(base: Checkpoint, modules: list[str]) -> list[str]:
+    """What PEFT's "all-linear" adapts: the 2-D weights but the input embedding and the output head
+    (the two whose rows are the vocabulary)."""
+    vocab = vocab_size(base.config)
+    return [m for m in modules if base.tensors[m + ".weight"].shape[0] != vocab]
+
+
 def check_adapter_base(folder: Path, base_ref: str, base_folder: Path, role: str) -> None:
     """Refuse an adapter trained on another base, where its base_model_name_or_path lets that be checked:
     a local folder (compared by content fingerprint) or a hub id against a hub id given as --base."""
     from safeswap.read.fingerprint import fingerprint_folder
 
-    named = _config(folder).get("base_model_name_or_path")
+    named = read_config(folder).get("base_model_name_or_path")
     if not isinstance(named, str) or not named:
         return
     local = Path(named).expanduser()

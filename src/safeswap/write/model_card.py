@@ -8,6 +8,7 @@ the decisions.png figure, and the commands that reproduce the merge.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -41,14 +42,16 @@ def language_codes(plan: MergePlan, languages: list[str] | None = None) -> list[
     return codes
 
 
-def front_matter(plan: MergePlan, languages: list[str] | None = None) -> dict:
+def front_matter(plan: MergePlan, languages: list[str] | None = None, adapter: bool = False) -> dict:
+    """An adapter output is, for the hub, an adapter of the base (library peft); a checkpoint a merge of its inputs."""
     meta: dict = {}
-    parents = [h for h in (_hub_id(plan.models.get(r, {}).get("path")) for r in ("safety", "language", "base")) if h]
+    roles = ("base",) if adapter else ("safety", "language", "base")
+    parents = [h for h in (_hub_id(plan.models.get(r, {}).get("path")) for r in roles) if h]
     if parents:
         meta["base_model"] = list(dict.fromkeys(parents))
-        meta["base_model_relation"] = "merge"
-    meta["library_name"] = "transformers"
-    meta["tags"] = ["merge", "safeswap"]
+        meta["base_model_relation"] = "adapter" if adapter else "merge"
+    meta["library_name"] = "peft" if adapter else "transformers"
+    meta["tags"] = ["merge", "safeswap", "lora"] if adapter else ["merge", "safeswap"]
     meta["language"] = language_codes(plan, languages)
     return meta
 
@@ -114,7 +117,29 @@ def card_title(plan: MergePlan) -> str:
     return f"{language} + {safety} ({plan.method} merge)"
 
 
-def card_text(plan: MergePlan, folder: Path, command: str | None, languages: list[str] | None = None) -> str:
+def serve_markdown(plan: MergePlan, adapter: dict) -> str:
+    """The adapter's ranks and the vLLM command that serves it (its --max-lora-rank from the largest rank)."""
+    base = str(plan.models.get("base", {}).get("path", "BASE"))
+    ranks = (f"rank {adapter['rank']}" if adapter["smallest_rank"] == adapter["largest_rank"] else
+             f"ranks {adapter['smallest_rank']} to {adapter['largest_rank']} (`r` {adapter['rank']}, the others "
+             "in `rank_pattern`)")
+    text = (f"A PEFT LoRA adapter over `{base}`: {adapter['modules']} modules, {ranks}, {adapter['dtype']} factors, "
+            "each module's scale folded into its B (`lora_alpha` equals the rank everywhere).")
+    need = adapter["vllm_max_lora_rank"]
+    if need is None:
+        return text + f"\n\nIts largest rank, {adapter['largest_rank']}, is above vLLM's largest `--max-lora-rank`."
+    return text + (f"\n\nServed with vLLM (`--max-lora-rank {need}`, the smallest value vLLM accepts that holds rank "
+                   f"{adapter['largest_rank']}):\n\n```bash\nvllm serve {base} --enable-lora --lora-modules "
+                   f"{vllm_lora_module(adapter['path'])} --max-lora-rank {need}\n```")
+
+
+def vllm_lora_module(path: str) -> str:
+    """NAME=PATH for vLLM's --lora-modules: the folder's name and the path it was written to."""
+    return f"{Path(path).name}={shlex.quote(str(path))}"
+
+
+def card_text(plan: MergePlan, folder: Path, command: str | None, languages: list[str] | None = None,
+              adapter: dict | None = None) -> str:
     title = card_title(plan)
     models = ["| role | model | fingerprint |", "|---|---|---|"]
     for role in ("safety", "language", "base"):
@@ -124,7 +149,7 @@ def card_text(plan: MergePlan, folder: Path, command: str | None, languages: lis
             shown = f"[{ref}](https://huggingface.co/{ref})" if _hub_id(ref) else f"`{ref}`"
             models.append(f"| {ROLE_NAMES[role]} | {shown} | `{str(record.get('fingerprint', ''))[:23]}…` |")
     parts = [
-        "---\n" + yaml.safe_dump(front_matter(plan, languages), sort_keys=False, allow_unicode=True) + "---",
+        "---\n" + yaml.safe_dump(front_matter(plan, languages, adapter is not None), sort_keys=False, allow_unicode=True) + "---",
         f"# {title}",
         "A merge of a safety expert and a language expert fine-tuned from one base, made without any training "
         f"by safeswap {plan.safeswap_version}.",
@@ -133,30 +158,39 @@ def card_text(plan: MergePlan, folder: Path, command: str | None, languages: lis
         _sentence(get_method(plan.method).summary),
         _parameters_markdown(plan),
         "## Decisions",
-        summary_line(plan, tensor_sizes(plan, folder)) + ".",
+        # An adapter folder holds no weights to measure shares on: the base has every tensor's size.
+        summary_line(plan, tensor_sizes(plan, plan.models.get("base", {}).get("path") if adapter else folder)) + ".",
     ]
     table = decisions_markdown(plan)
     if table:
         parts.append(table)
     if (folder / DECISIONS_FIGURE).is_file():
         parts.append(f"![Where each unit of the merged model comes from]({DECISIONS_FIGURE})")
+    if adapter is not None:
+        parts += ["## Serve", serve_markdown(plan, adapter)]
     parts.append("## Reproduce")
     if command:
         parts.append("The command that made this merge:\n\n```bash\n" + command.strip() + "\n```")
-    parts.append(
-        f"Replaying the plan stored beside the weights, with the input models it records, gives byte-identical shards:\n\n```bash\n"
-        f"safeswap merge --plan {PLAN_FILENAME} --out merged\n```"
-    )
+    if adapter is not None:
+        parts.append("Replaying the plan stored beside the adapter, with the input models it records, gives "
+                     f"byte-identical adapter files:\n\n```bash\nsafeswap merge --plan {PLAN_FILENAME} --output adapter "
+                     "--out merged\n```")
+    else:
+        parts.append(
+            f"Replaying the plan stored beside the weights, with the input models it records, gives byte-identical shards:\n\n```bash\n"
+            f"safeswap merge --plan {PLAN_FILENAME} --out merged\n```"
+        )
     return "\n\n".join(parts) + "\n"
 
 
 def write_model_card(plan: MergePlan, folder: Path, command: str | None = None, *,
-                     languages: list[str] | None = None) -> Path:
+                     languages: list[str] | None = None, adapter: dict | None = None) -> Path:
     """Write folder/README.md (atomically) and return its path.
 
     languages: the target-language codes; by default plan.models["language"]["code"] when the plan records one.
-    "en" (the safety expert's language) is always listed.
+    "en" (the safety expert's language) is always listed. adapter: write.adapter_output's summary of an
+    adapter output (its ranks and the vLLM command that serves it).
     """
     folder = Path(folder)
-    text = card_text(plan, folder, command, languages)
+    text = card_text(plan, folder, command, languages, adapter)
     return atomic_write(folder / CARD_FILENAME, text)

@@ -16,7 +16,7 @@ from safeswap.write.manifest import write_manifest
 from safeswap.write.model_card import write_model_card
 
 # safetensors dtype names -> the torch names config.json uses
-_CONFIG_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+CONFIG_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
 def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: str | None) -> None:
@@ -32,11 +32,16 @@ def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: st
         # and "torch_dtype" too where the receiver had it, so either reader sees the new dtype.
         for key in ("dtype", "torch_dtype"):
             if key in config or key == "dtype":
-                config[key] = _CONFIG_DTYPES[out_dtype]
+                config[key] = CONFIG_DTYPES[out_dtype]
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     gen = inputs.receiver.side_file("generation_config.json")
     if gen is not None:
         shutil.copyfile(gen, folder / "generation_config.json")
+    copy_tokenizer_files(inputs, plan, folder)
+
+
+def copy_tokenizer_files(inputs: Inputs, plan: MergePlan, folder: Path) -> None:
+    """The tokenizer and chat template of plan.tokenizer_from (an adapter output carries them too)."""
     source = inputs.models[plan.tokenizer_from]
     for name in TOKENIZER_FILES:
         path = source.side_file(name)

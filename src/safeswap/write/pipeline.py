@@ -27,6 +27,7 @@ from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
 from safeswap.read.checkpoint import DTYPES
 from safeswap.read.inputs import Inputs, open_inputs
+from safeswap.write import adapter_output
 from safeswap.write.destination import check_destination, check_free_space
 from safeswap.write.engine import OutputJob, execute, output_dtype
 from safeswap.write.hasher import input_hasher, known_hashes
@@ -59,6 +60,7 @@ class WriteSettings:
     # The inputs' sha256 for the manifest when already computed (write.hasher.hash_folders' shape, keyed
     # by input: base, safety, language or language:<code>); None hashes them during the merge.
     input_sha256: dict | None = None
+    output: str = "checkpoint"  # or "adapter": one PEFT LoRA adapter (write.adapter_output), every expert an adapter
 
 
 def _keys(languages: dict[str | None, str]) -> dict[str | None, str]:
@@ -121,16 +123,23 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
     keys = _keys(languages)
     if into is not None and SINGLE not in keys:
         raise SafeswapError("a merge into memory takes exactly one language expert")
+    as_adapter = settings.output == "adapter"
+    if as_adapter:
+        if into is not None:
+            raise SafeswapError("a merge into memory gives full tensors; --output adapter does not apply to it")
+        adapter_output.check_method(plan.method if plan is not None else recipe.method)
     receiver = next(iter(keys.values()))
     inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
                          revision, receiver=receiver)
     hasher = None
     try:
+        if as_adapter:
+            adapter_output.check_experts(inputs)
         views = {code: _view(inputs, key) for code, key in keys.items()}
         for code, view in views.items():
             if view.tensor_names() != inputs.tensor_names():
                 raise SafeswapError(f"language expert {code} stores its tensors in another order; merge it separately")
-        needed = _output_bytes(inputs, settings.dtype) * len(keys)
+        needed = (adapter_output.adapter_bytes(inputs) if as_adapter else _output_bytes(inputs, settings.dtype)) * len(keys)
         if not dry_run and into is None:
             check_destination(settings.out, settings.force, inputs.folders())
             check_free_space(settings.out, needed)
@@ -141,7 +150,16 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         plans = (_replay(views[SINGLE], plan, hasher is None) if plan is not None
                  else _decide(inputs, views, keys, recipe, settings, hasher is None))
         ops = {code: operations(plans[code], views[code]) for code in keys}
+        if as_adapter:
+            factors = {code: adapter_output.merge_factors(views[code], ops[code],
+                                                          adapter_output.factor_dtype(views[code], settings.dtype),
+                                                          settings.allow_nonfinite)
+                       for code in keys}
         if dry_run:
+            return plans
+        if as_adapter:
+            summaries = adapter_output.write_adapters(views, keys, plans, factors, settings, needed, hasher)
+            _report_adapters(settings, summaries)
             return plans
         # The analysis already checked every input tensor for NaN/Inf; a replay did not.
         analysed = plan is None and get_method(recipe.method).uses_statistics
@@ -159,6 +177,14 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         else:
             console.print(f"[green]{len(keys)} merged models written under[/green] {settings.out}")
     return plans
+
+
+def _report_adapters(settings: WriteSettings, summaries: dict) -> None:
+    if settings.show_progress:
+        for code, summary in summaries.items():
+            where = settings.out if code is SINGLE else settings.out / code
+            console.print(f"[green]adapter written to[/green] {where}: {adapter_output.summary_line(summary)}",
+                          soft_wrap=True, highlight=False)
 
 
 def _stream_into(inputs, ops, settings: WriteSettings, needed: int, analysed: bool, into: dict) -> None:

@@ -13,6 +13,7 @@ from safeswap.decide.planning import operations
 from safeswap.errors import SafeswapError
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.progress import task
+from safeswap.read.adapter import is_adapter_folder
 from safeswap.read.checkpoint import Checkpoint
 from safeswap.read.inputs import open_inputs
 from safeswap.write.manifest import verify_outputs
@@ -31,6 +32,8 @@ def verify_folder(folder: Path, inputs: bool = False, show_progress: bool = Fals
     try:
         check_replay(plan, opened)
         ops = operations(plan, opened)
+        if is_adapter_folder(folder):
+            return {**counts, "modules": _verify_adapter(folder, opened, ops, show_progress)}
         takes = [n for n, op in ops.items() if isinstance(op, Take)]
         with Checkpoint(folder, "merged") as merged, task("verifying", len(takes), show_progress, unit="tensors") as advance:
             for name in takes:
@@ -44,3 +47,13 @@ def verify_folder(folder: Path, inputs: bool = False, show_progress: bool = Fals
     finally:
         opened.close()
     return counts
+
+
+def _verify_adapter(folder: Path, opened, ops: dict, show_progress: bool) -> int:
+    """An adapter output (merge --output adapter): every module's factors against those its inputs give."""
+    from safeswap.write.adapter_output import verify_adapter
+
+    with task("verifying", 1, show_progress, unit="adapters") as advance:
+        modules = verify_adapter(folder, opened, ops)
+        advance(1)
+    return modules

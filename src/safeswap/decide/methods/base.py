@@ -25,6 +25,9 @@ class MergeMethod:
     mergekit_name: ClassVar[str] = "linear"  # mergekit 0.1.5's merge_method that reproduces it
     random_masks: ClassVar[bool] = False  # seeded random drops, which mergekit draws its own way
     uses_statistics: ClassVar[bool] = False
+    # Why the method's result is no low-rank update of the base, so `--output adapter` refuses it;
+    # empty where every tensor is the base plus a weighted sum of the experts' updates (exact as LoRA factors).
+    not_low_rank: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:

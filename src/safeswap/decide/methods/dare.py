@@ -21,6 +21,7 @@ from safeswap.decide.methods.task_vectors import TaskVectorMerge
 
 
 class DareMethod(MergeMethod):
+    not_low_rank = "DARE drops random entries of each task vector, which leaves a full-rank update"
     consensus: ClassVar[bool] = False
     random_masks = True
 

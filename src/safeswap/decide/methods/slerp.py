@@ -97,6 +97,8 @@ class SlerpMerge(MergeMethod):
                "expert's share, linear where the two are nearly parallel (mergekit's slerp; the baseline of "
                "Aakanksha et al., 2024, \"Mix Data or Merge Models?\")")
     mergekit_name = "slerp"
+    not_low_rank = ("SLERP's per-tensor coefficients do not sum to 1, so the base's own weights enter the result "
+                    "scaled: a full-rank update")
     defaults = {"t": 0.5}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:

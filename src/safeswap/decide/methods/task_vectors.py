@@ -117,6 +117,18 @@ class TaskVectorMerge:
             merged = merged.mul_(self.scale)
         return merged.add_(base)
 
+    def delta_coefficients(self) -> dict[str, float] | None:
+        """{expert: c} with W = W_base + sum c (W_expert - W_base), the form write.adapter_factors writes as
+        LoRA factors; None with a trim, drop or sign election, which act entry by entry."""
+        if self.sparsify is not None or self.consensus:
+            return None
+        divisor = 1.0
+        if self.normalize:  # compute()'s float32 sum, and its rule for a zero divisor
+            divisor = float(torch.tensor([w for _, w in self.weights], dtype=torch.float32).sum())
+            if abs(divisor) < ZERO_DIVISOR:
+                divisor = 1.0
+        return {role: self.scale * w / divisor for role, w in self.weights if w != 0.0}
+
     def describe(self) -> str:
         terms = " + ".join(f"{w:g}*tau_{r}" for r, w in self.weights)
         steps = []

@@ -24,6 +24,7 @@ class Ties(MergeMethod):
     summary = ("TIES-Merging: trim each task vector to its top-density entries, elect the sign per parameter, "
                "average the agreeing entries, scale by lambda")
     mergekit_name = "ties"
+    not_low_rank = "TIES trims each task vector entry by entry and elects signs per entry, which no low-rank factors express"
     defaults = {"weights": {"safety": 1.0, "language": 1.0}, "density": 0.2, "lambda": 1.0, "normalize": True}
 
     def validate_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
