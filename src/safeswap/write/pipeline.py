@@ -27,6 +27,7 @@ from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
 from safeswap.read.checkpoint import DTYPES
 from safeswap.read.inputs import Inputs, open_inputs
+from safeswap.stage_times import mark
 from safeswap.write.destination import check_destination, check_free_space
 from safeswap.write.engine import OutputJob, execute, output_dtype
 from safeswap.write.hasher import input_hasher, known_hashes
@@ -90,6 +91,7 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
     if get_method(recipe.method).uses_statistics:
         stats = measure_languages(inputs, list(keys.values()), settings.show_progress, settings.allow_nonfinite,
                                   needs_dots(recipe.method, recipe.parameters))
+        mark("analysis")
     plans = {}
     for code, view in views.items():
         records = model_records(view)
@@ -123,6 +125,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
     receiver = next(iter(keys.values()))
     inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
                          revision, receiver=receiver)
+    mark("open inputs")
     hasher = None
     try:
         views = {code: _view(inputs, key) for code, key in keys.items()}
@@ -138,6 +141,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
                       else known_hashes(settings.input_sha256, folders))
         plans = _replay(views[SINGLE], plan) if plan is not None else _decide(inputs, views, keys, recipe, settings)
         ops = {code: operations(plans[code], views[code]) for code in keys}
+        mark("decide")
         if dry_run:
             return plans
         # The analysis already checked every input tensor for NaN/Inf; a replay did not.
@@ -150,6 +154,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         if hasher is not None:
             hasher.cancel()
         inputs.close()
+    mark("rename")
     if settings.show_progress:
         if SINGLE in keys:
             console.print(f"[green]merged model written to[/green] {settings.out}")
@@ -177,7 +182,10 @@ def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int
             hashes = execute(inputs, jobs, settings.shard_bytes, settings.dtype, on_bytes=advance,
                              allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
         figures.result()
+        mark("figures (wait)")
         all_inputs = hasher.result()
+        mark("input hashes (wait)")
         for (code, view), shard_hashes in zip(views.items(), hashes):
             subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
             finish_output(view, plans[code], folders[code], shard_hashes, subset, settings.dtype, settings.command)
+        mark("side files and manifest")
