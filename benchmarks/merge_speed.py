@@ -7,7 +7,14 @@ then times in one run, each as a separate process with its own peak RSS:
   safeswap merge (analysis + plan + merge, module granularity)
   mergekit-yaml linear merge of the same two experts (mergekit in its own venv)
 
-and prints both figures and the ratios. Run from the repository root:
+and prints both figures and the ratios. The same run times the I/O floor: a plain read of
+every input byte (page cache warm, as for the tools) and a plain write and fsync of as many
+bytes as the output has; each tool's time is printed beside it as a multiple of that floor.
+With --profile, each safeswap run also reports its stages (SAFESWAP_PROFILE timestamps:
+startup, imports, analysis, decide, write, waits for the output's and the inputs' sha256,
+side files, rename, exit) and, apart, the inputs' sha256 alone (the hasher the merge runs in
+a child) and a merge given the inputs' sha256 (no input hashing, as a known identity gives).
+Run from the repository root:
 
   python benchmarks/merge_speed.py                 # TinyLlama shapes, ~7 GB of disk
   python benchmarks/merge_speed.py --size 8b       # Llama-3.1-8B shapes, ~64 GB of disk
@@ -15,6 +22,7 @@ and prints both figures and the ratios. Run from the repository root:
   python benchmarks/merge_speed.py --methods adaptive,ties,layer-swap --mergekit-methods linear,ties
   python benchmarks/merge_speed.py --baseline-src ../old-checkout   # this build against another, same run
   python benchmarks/merge_speed.py --adapters 16                    # also with rank-16 LoRA adapters as experts
+  python benchmarks/merge_speed.py --profile                        # where safeswap's time goes, stage by stage
 
 --baseline-src times the same safeswap methods from another checkout (its src/ put first
 on PYTHONPATH), so a change is measured against the code before it in one run.
@@ -177,8 +185,13 @@ def _write_adapters(folders: dict[str, Path], base: Path, size: str, layers: int
         (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one child process."""
+def run_measured(cmd: list[str], env: dict | None = None, profile: Path | None = None) -> tuple[float, float, float, list]:
+    """Wall seconds, peak RSS (GB) and CPU seconds (user + system, its children included) of one child
+    process; with `profile`, also its stage marks as (stage, seconds since the previous mark)."""
+    if profile is not None:
+        profile.unlink(missing_ok=True)
+        env = {**(env or os.environ), "SAFESWAP_PROFILE": str(profile)}
+    launched = time.time()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -187,7 +200,64 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float]
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024 / 1024  # ru_maxrss is in KiB on Linux
+    stages = []
+    if profile is not None and profile.exists():
+        previous = launched
+        for line in profile.read_text().splitlines():
+            stage, at = json.loads(line)
+            stages.append((stage, at - previous))
+            previous = at
+        stages.append(("exit", launched + wall - previous))
+    # ru_maxrss is in KiB on Linux; wait4's usage counts the grandchildren it waited for (the input hasher)
+    return wall, usage.ru_maxrss / 1024 / 1024, usage.ru_utime + usage.ru_stime, stages
+
+
+def model_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+
+
+def io_floor(folders: dict[str, Path], output_bytes: int, scratch: Path) -> dict[str, float]:
+    """Seconds to read every input byte (page cache warm, as warm() leaves it) and to write and fsync
+    output_bytes: what no merge of these inputs can beat on this machine."""
+    warm(folders)
+    block = bytearray(1 << 24)
+    start = time.perf_counter()
+    for folder in folders.values():
+        for f in sorted(folder.glob("*.safetensors")):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(block):
+                    pass
+    read = time.perf_counter() - start
+    block[:] = os.urandom(len(block))  # not zeros: no file system may take a shortcut
+    path = scratch / "floor.bin"
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as fh:
+        left = output_bytes
+        while left:
+            left -= fh.write(memoryview(block)[: min(left, len(block))])
+        written = time.perf_counter()
+        os.fsync(fh.fileno())
+    done = time.perf_counter()
+    path.unlink()
+    os.sync()
+    return {"read": read, "write": written - start, "fsync": done - written, "floor": done - start + read}
+
+
+def hashing_cmd(folders: dict[str, Path], path: Path) -> list[str]:
+    """The inputs' sha256 as a merge's manifest records them (the hasher the merge runs), written to `path`."""
+    code = ("import json, sys; from pathlib import Path; from safeswap.write.hasher import hash_folders; "
+            "f = json.loads(sys.argv[1]); Path(sys.argv[2]).write_text(json.dumps(hash_folders({k: Path(v) for k, v in f.items()})))")
+    return [sys.executable, "-c", code, json.dumps({k: str(v) for k, v in folders.items()}), str(path)]
+
+
+def given_hashes_cmd(folders: dict[str, Path], out: Path, hashes: Path) -> list[str]:
+    """An adaptive merge through the Python pipeline with the inputs' sha256 given: the merge minus input hashing."""
+    code = ("import json, sys; from pathlib import Path; from safeswap.write import pipeline; "
+            "a = sys.argv[1:]; s = pipeline.WriteSettings(Path(a[3]), force=True, input_sha256=json.loads(Path(a[4]).read_text())); "
+            "pipeline.merge(a[0], a[1], {None: a[2]}, s, recipe=pipeline.Recipe('adaptive', "
+            "__import__('safeswap.decide.planning', fromlist=['x']).method_parameters('adaptive', None)))")
+    return [sys.executable, "-c", code, str(folders["base"]), str(folders["safety"]), str(folders["language"]),
+            str(out), str(hashes)]
 
 
 def warm(folders: dict[str, Path]) -> None:
@@ -238,6 +308,8 @@ def main() -> None:
     ap.add_argument("--baseline-src", type=Path, help="another safeswap checkout to time the same methods from")
     ap.add_argument("--adapters", type=int, metavar="RANK",
                     help="also time each method with rank-RANK LoRA adapters as the experts (PEFT layout)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print each safeswap run's stages; also time the inputs' sha256 alone and a merge given them")
     args = ap.parse_args()
 
     name = args.size + (f"-{args.layers}layers" if args.layers else "")
@@ -259,15 +331,28 @@ def main() -> None:
                        for m in args.mergekit_methods.split(",") if m]
     else:
         print(f"mergekit not found at {args.mergekit_bin}; timing safeswap alone", file=sys.stderr)
+    if args.profile:
+        hashes = work / "input-sha256.json"
+        contenders.insert(len(methods), ("inputs' sha256 alone", hashing_cmd(folders, hashes), None))
+        contenders.insert(len(methods) + 1, ("adaptive, sha256 given", given_hashes_cmd(folders, work / "out", hashes), None))
+    floor = min((io_floor(folders, model_bytes(folders["language"]), work) for _ in range(args.repeat)),
+                key=lambda f: f["floor"])
+    print(f"{'I/O floor':<24} wall {floor['floor']:7.1f} s   (read the inputs {floor['read']:.1f} s, write the output's "
+          f"{model_bytes(folders['language']) / 1e9:.1f} GB {floor['write']:.1f} s, fsync {floor['fsync']:.1f} s)", flush=True)
     for label, cmd, env in contenders:
         best = None
         for _ in range(args.repeat):
             shutil.rmtree(work / "out", ignore_errors=True)
             warm(folders)
-            wall, rss = run_measured(cmd, env)
-            best = (wall, rss) if best is None or wall < best[0] else best
-        results.append((label, *best))
-        print(f"{label:<24} wall {best[0]:7.1f} s   peak RSS {best[1]:5.2f} GB", flush=True)
+            profiled = args.profile and (label.startswith(("safeswap", "baseline", "adaptive")))
+            run = run_measured(cmd, env, work / "profile.jsonl" if profiled else None)
+            best = run if best is None or run[0] < best[0] else best
+        wall, rss, cpu, stages = best
+        results.append((label, wall, rss))
+        print(f"{label:<24} wall {wall:7.1f} s   peak RSS {rss:5.2f} GB   CPU {cpu:5.1f} s   "
+              f"x{wall / floor['floor']:.2f} of the I/O floor", flush=True)
+        if stages:
+            print("    " + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in stages), flush=True)
     shutil.rmtree(work / "out", ignore_errors=True)
     by_label = {label: (wall, rss) for label, wall, rss in results}
     baseline = by_label.get("mergekit linear")

@@ -80,7 +80,8 @@ def test_the_cycle_finder_finds_a_cycle(monkeypatch):
 
 
 # What each stage may import besides itself (and the standard library and third parties).
-FOUNDATION = {"safeswap.version", "safeswap.errors", "safeswap.threads", "safeswap.progress", "safeswap.files"}
+FOUNDATION = {"safeswap.version", "safeswap.errors", "safeswap.threads", "safeswap.progress", "safeswap.files",
+              "safeswap.stage_times"}
 ALLOWED = {
     "safeswap.read": FOUNDATION,
     "safeswap.decide": FOUNDATION | {"safeswap.read", "safeswap.merged_folder"},

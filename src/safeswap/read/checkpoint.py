@@ -133,6 +133,12 @@ class Checkpoint:
                 raise SafeswapError(f"{self.role} model: {info.file} ended early while reading {info.name!r}")
             view, pos = view[n:], pos + n
 
+    def stored_range(self, name: str, first_row: int = 0) -> tuple[int, int]:
+        """(open file descriptor, byte offset) where rows of a tensor from `first_row` on are stored: a
+        writer can copy them file to file (os.copy_file_range) without reading them into Python."""
+        info = self.tensors[name]
+        return self._fd(info.file), info.start + first_row * info.row_bytes
+
     def read_raw(self, name: str, first_row: int = 0, rows: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """The stored bytes of whole rows of a tensor, as a flat uint8 tensor (no decoding).
 

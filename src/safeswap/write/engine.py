@@ -5,7 +5,8 @@ ahead (reads and torch kernels release the GIL) while the main thread appends
 finished chunks, in order, to the pre-planned shards. At most WINDOW chunks are
 in flight, so memory is a few chunks whatever the model size.
 
-- Take: the source's stored bytes are copied unchanged (no decode/re-encode).
+- Take: the source's stored bytes are copied unchanged (no decode/re-encode); into shards
+  file to file by the kernel (write.file_copy), read only for the output's sha256.
 - Linear and other elementwise operations: inputs decoded to float32 chunk by
   chunk, combined, rounded once to the output dtype.
 - Whole-tensor operations (e.g. TIES's magnitude threshold) get the full tensor.
@@ -27,6 +28,7 @@ from safeswap.read.chunks import Workspace, all_finite, row_chunks
 from safeswap.errors import SafeswapError
 from safeswap.read.inputs import Inputs
 from safeswap.decide.operations import Take
+from safeswap.stage_times import mark
 from safeswap.threads import worker_pool
 from safeswap.write.in_memory import TensorWriter
 from safeswap.write.writer import OutputTensor, ShardedWriter
@@ -120,6 +122,11 @@ class _ChunkReader:
     def whole(self, key: str) -> torch.Tensor:
         return self.inputs.models[key].read(self.name, self.first, self.rows)
 
+    def stored_range(self, key: str) -> tuple[int, int] | None:
+        """(fd, offset) of the chunk's stored bytes in model `key`'s file; None where they are computed (an adapter)."""
+        model = self.inputs.models[key]
+        return model.stored_range(self.name, self.first) if hasattr(model, "stored_range") else None
+
 
 def _check_finite(reader: _ChunkReader, keys: list[str], values: torch.Tensor) -> None:
     """Refuse NaN/Inf, naming the tensor and the model that holds it (looked up only on failure)."""
@@ -132,8 +139,9 @@ def _check_finite(reader: _ChunkReader, keys: list[str], values: torch.Tensor) -
 
 
 def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torch.Tensor, check: bool,
-                 inputs_checked: bool) -> torch.Tensor:
-    """Fill `out` (a uint8 buffer) with one job's output bytes for the chunk; returns the filled part."""
+                 inputs_checked: bool) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """Fill `out` (a uint8 buffer) with one job's output bytes for the chunk; returns the filled part and,
+    for a take into shards, where an input file stores the same bytes (the writer copies them from there)."""
     op = job.ops[reader.name]
     keys = [job.models[r] for r in op.roles]
     itemsize, torch_dtype = DTYPES[out_dtype][1], DTYPES[out_dtype][0]
@@ -148,7 +156,7 @@ def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torc
                 raw = out[: raw.numel()].copy_(raw)
             if check:
                 _check_finite(reader, keys, raw.view(torch_dtype))
-            return raw
+            return raw, reader.stored_range(key) if job.into is None else None
         values = reader.values(key)
     elif getattr(op, "elementwise", False):
         # Decode each input into a reused float32 buffer; the operation may work in place.
@@ -163,11 +171,11 @@ def _produce_one(reader: _ChunkReader, job: OutputJob, out_dtype: str, out: torc
     result.copy_(values)
     if check:  # after the cast: a narrower output dtype can overflow
         _check_finite(reader, keys, result)
-    return out[: result.numel() * itemsize]
+    return out[: result.numel() * itemsize], None
 
 
 def _produce(inputs: Inputs, jobs: list[OutputJob], name: str, first: int, rows: int | None, out_dtype: str,
-             buffers: list[torch.Tensor], check: bool, inputs_checked: bool) -> list[torch.Tensor]:
+             buffers: list[torch.Tensor], check: bool, inputs_checked: bool) -> list[tuple[torch.Tensor, tuple | None]]:
     reader = _ChunkReader(inputs, name, first, rows)
     return [_produce_one(reader, job, out_dtype, buf, check, inputs_checked) for job, buf in zip(jobs, buffers)]
 
@@ -217,12 +225,17 @@ def execute(
             submit_next()
         while pending:
             name, buffers, future = pending.popleft()
-            hashed = [writer.write(name, memoryview(chunk.numpy())) for writer, chunk in zip(writers, future.result())]
+            produced = future.result()
+            hashed = [writer.write(name, memoryview(chunk.numpy()), *([source] if source else []))
+                      for writer, (chunk, source) in zip(writers, produced)]
             if on_bytes:
-                on_bytes(sum(chunk.numel() for chunk in future.result()))
+                on_bytes(sum(chunk.numel() for chunk, _ in produced))
             _when_all_done(hashed, lambda buffers=buffers: free.put(buffers))
             submit_next()
-    return [writer.close() for writer in writers]
+    mark("write")
+    hashes = [writer.close() for writer in writers]
+    mark("output hash (wait)")
+    return hashes
 
 
 def _when_all_done(futures: list, callback: Callable[[], None]) -> None:

@@ -27,6 +27,7 @@ from safeswap.errors import SafeswapError
 from safeswap.progress import console, task
 from safeswap.read.checkpoint import DTYPES
 from safeswap.read.inputs import Inputs, open_inputs
+from safeswap.stage_times import mark
 from safeswap.write import adapter_output
 from safeswap.write.destination import check_destination, check_free_space
 from safeswap.write.engine import OutputJob, execute, output_dtype
@@ -93,6 +94,7 @@ def _decide(inputs: Inputs, views: dict, keys: dict, recipe: Recipe, settings: W
     if get_method(recipe.method).uses_statistics:
         stats = measure_languages(inputs, list(keys.values()), settings.show_progress, settings.allow_nonfinite,
                                   needs_dots(recipe.method, recipe.parameters))
+        mark("analysis")
     plans = {}
     for code, view in views.items():
         records = model_records(view, identify=identify)  # else filled from the hasher by _write
@@ -131,6 +133,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
     receiver = next(iter(keys.values()))
     inputs = open_inputs({"base": base, "safety": safety, **{keys[c]: ref for c, ref in languages.items()}},
                          revision, receiver=receiver)
+    mark("open inputs")
     hasher = None
     try:
         if as_adapter:
@@ -155,6 +158,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
                                                           adapter_output.factor_dtype(views[code], settings.dtype),
                                                           settings.allow_nonfinite)
                        for code in keys}
+        mark("decide")
         if dry_run:
             return plans
         if as_adapter:
@@ -171,6 +175,7 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         if hasher is not None:
             hasher.cancel()
         inputs.close()
+    mark("rename")
     if settings.show_progress:
         if SINGLE in keys:
             console.print(f"[green]merged model written to[/green] {settings.out}")
@@ -207,10 +212,13 @@ def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int
             hashes = execute(inputs, jobs, settings.shard_bytes, settings.dtype, on_bytes=advance,
                              allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
         figures.result()
+        mark("figures (wait)")
         all_inputs = hasher.result()
+        mark("input hashes (wait)")
         for (code, view), shard_hashes in zip(views.items(), hashes):
             subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
             if replay:  # before the output is committed: a changed input leaves nothing behind
                 check_replay_files(plans[code], view, subset)
             record_inputs(plans[code], view, subset)
             finish_output(view, plans[code], folders[code], shard_hashes, subset, settings.dtype, settings.command)
+        mark("side files and manifest")

@@ -23,6 +23,7 @@ from typing import Iterator
 
 from safeswap.read.checkpoint import DTYPES
 from safeswap.write.destination import check_destination
+from safeswap.write.file_copy import append_range
 from safeswap.merged_folder import shard_filenames
 from safeswap.read.shards import INDEX_NAME
 from safeswap.errors import SafeswapError
@@ -211,14 +212,20 @@ class ShardedWriter:
             self.sha256[self.filenames[self._shard]] = self._hasher.submit(digest.hexdigest)
             self._file = None
 
-    def _emit(self, data) -> Future:
-        self._file.write(data)
+    def _emit(self, data, source: tuple[int, int] | None = None) -> Future:
+        if source is None:
+            self._file.write(data)
+        else:
+            self._file.flush()  # the buffered header and small tensors go first
+            append_range(source[0], source[1], self._file.fileno(), data)
         self._last_hash = self._hasher.submit(self._hash.update, data)
         return self._last_hash
 
-    def write(self, name: str, data) -> Future:
+    def write(self, name: str, data, source: tuple[int, int] | None = None) -> Future:
         """Append bytes (a chunk or all) of tensor `name`; tensors must come in order.
 
+        With `source` (file descriptor, offset) where an input stores these same bytes, they
+        are copied file to file in the kernel (write.file_copy); `data` is still hashed.
         Returns a future that completes once `data` is hashed: the caller must not
         reuse the buffer before then.
         """
@@ -234,7 +241,7 @@ class ShardedWriter:
         self._written += len(data)
         if self._written > self.order[self._position][1].nbytes:
             raise RuntimeError(f"too many bytes for tensor {name}")
-        return self._emit(data)
+        return self._emit(data, source)
 
     def _finish_tensor(self) -> None:
         check_tensor_written(self.order[self._position][1] if self._position >= 0 else None, self._written)
