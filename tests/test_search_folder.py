@@ -290,10 +290,13 @@ def test_a_merge_into_a_search_folder_is_refused(triple, searched, monkeypatch, 
     assert not [p for p in searched.parent.iterdir() if ".safeswap-tmp-" in p.name]
 
 
-def _search_process(triple, out, trials, parallel=2):
-    space = json.dumps({**SPACE, "trials": trials, "parallel": parallel,
-                        "methods": {"linear": {"weight": {"low": 0.0, "high": 1.0}},
-                                    "layer-swap": {"bottom": {"low": 0, "high": 1}, "top": {"low": 0, "high": 1}}}})
+KILLED_SPACE = {"trials": 6, "parallel": 2,
+                "methods": {"linear": {"weight": {"low": 0.0, "high": 1.0}},
+                            "layer-swap": {"bottom": {"low": 0, "high": 1}, "top": {"low": 0, "high": 1}}}}
+
+
+def _search_process(triple, out):
+    space = json.dumps({**SPACE, **KILLED_SPACE})
     script = ("import json\nfrom safeswap.search.space import parse_space\nfrom safeswap.search.run import search\n"
               f"search({triple[0]!r}, {triple[1]!r}, {triple[2]!r}, parse_space(json.loads({space!r})), {str(out)!r})\n")
     return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -309,8 +312,8 @@ def test_two_searches_at_once_and_a_resume_after_sigkill_match_an_uninterrupted_
     """A running search holds its folder: a second search is refused in one line naming it. SIGKILLed during its
     trials, the search leaves no lock behind, and its resume ends with the trials of an uninterrupted search."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    first = _search_process(triple, whole, trials=6)
-    proc = _search_process(triple, killed, trials=6)
+    first = _search_process(triple, whole)
+    proc = _search_process(triple, killed)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((killed / "candidates").glob("*.json"))) < 4:
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -318,11 +321,11 @@ def test_two_searches_at_once_and_a_resume_after_sigkill_match_an_uninterrupted_
     assert len(list((killed / "candidates").glob("*.json"))) >= 4, "the search did not get going"
     pid = proc.pid
     refused(monkeypatch, capsys, triple, f"is in use by another search (pid {pid} on",
-            *search_args(triple, write_config(tmp_path / "s.yaml"), killed))
+            *search_args(triple, write_config(tmp_path / "s.yaml", **KILLED_SPACE), killed))
     proc.kill()
     proc.wait()
     assert first.wait(timeout=300) == 0, first.stderr.read().decode()
-    resumed = _search_process(triple, killed, trials=6)
+    resumed = _search_process(triple, killed)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
     assert _trials(killed) == _trials(whole)
     assert (killed / "candidates.csv").read_bytes() == (whole / "candidates.csv").read_bytes()
