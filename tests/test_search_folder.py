@@ -329,3 +329,23 @@ def test_two_searches_at_once_and_a_resume_after_sigkill_match_an_uninterrupted_
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
     assert _trials(killed) == _trials(whole)
     assert (killed / "candidates.csv").read_bytes() == (whole / "candidates.csv").read_bytes()
+
+
+def test_a_search_that_fails_before_scoring_removes_the_folder_it_made_but_not_an_existing_one(triple, searched,
+                                                                                               tmp_path, monkeypatch):
+    import safeswap.search.run as run_module
+    from safeswap.errors import SafeswapError
+
+    def broken(context):
+        raise SafeswapError("the probe failed")
+
+    monkeypatch.setattr(run_module, "reference_models", broken)
+    out = tmp_path / "new" / "s"
+    with pytest.raises(SafeswapError, match="the probe failed"):
+        run_search(triple, out)
+    assert not (tmp_path / "new").exists()
+    before = tree(searched)
+    with pytest.raises(SafeswapError, match="the probe failed"):
+        run_search(triple, searched)  # a resume that fails the same way
+    assert {k: v for k, v in tree(searched).items() if k != "search.lock"} == \
+        {k: v for k, v in before.items() if k != "search.lock"}
