@@ -99,6 +99,22 @@ def test_a_port_that_is_not_ray_is_refused_in_bounded_time():
         assert time.monotonic() - start < 15
 
 
+def test_a_running_ray_cluster_passes_the_check():
+    ray = pytest.importorskip("ray")
+    from safeswap.search.executors import check_ray_address
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        start = time.monotonic()
+        check_ray_address(ray.get_runtime_context().gcs_address, timeout=20)
+        assert time.monotonic() - start < 20
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def test_a_bad_ray_address_form_is_one_line():
     pytest.importorskip("ray")
     from safeswap.errors import SafeswapError
