@@ -10,9 +10,10 @@ prompt files, the judge settings, the destination, a resume's settings) runs bef
 the folder rules, the lock and what a resume accepts are in folder.py.
 
 Layout of DIR: search.lock (held while a search runs), inputs.json (what a resume must match),
-search.db (the Optuna study), statistics/ (measured once), splits.json, models.json (base and experts' probe scores), candidates/<key>.json (one per evaluated
-candidate), generation/ (judged answers of the generation stage), final/ and final.json
-(the held-out evaluation), candidates.csv, pareto.png, recommended-plan.yaml, search.json.
+search.db (the Optuna study), statistics/ (measured once), splits.json, models.json (base and
+experts' probe scores), candidates/<key>.json (one per evaluated candidate), generation/
+(judged answers of the generation stage), final/ and final.json (the held-out evaluation),
+candidates.csv, pareto.png, recommended-plan.yaml, search.json.
 """
 
 from __future__ import annotations
