@@ -360,6 +360,11 @@ def test_a_search_that_fails_before_scoring_removes_the_folder_it_made_but_not_a
     with pytest.raises(SafeswapError, match="the probe failed"):
         run_search(triple, out)
     assert not (tmp_path / "new").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SafeswapError, match="the probe failed"):
+        run_search(triple, empty)
+    assert empty.is_dir() and not any(empty.iterdir())
     before = tree(searched)
     with pytest.raises(SafeswapError, match="the probe failed"):
         run_search(triple, searched)  # a resume that fails the same way

@@ -13,7 +13,8 @@ and backend flags, keep_weights, and how candidates run (--workers, Ray).
 When: `search_folder` is entered once every check has passed. It makes the folder, takes the
 lock (search/lock.py), checks the record again under the lock and writes it. A search that
 stops on an error before any candidate was scored removes the folder it made (parents
-included); a folder that existed before is left as it was.
+included), or empties the empty folder it was given; a search folder that existed before
+(a resume) is not removed.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def search_folder(out: str | Path, record: dict[str, Any]) -> Iterator[Path]:
     """Make (or reopen) the search folder, hold its lock and write its record; see the module docstring."""
     out = Path(out).expanduser()
     made = _missing_top(out.absolute())
+    was_empty = made is None and out.is_dir() and not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     # A search refused by the lock removes nothing: the folder is the holder's.
     with search_lock(out):
@@ -132,6 +134,10 @@ def search_folder(out: str | Path, record: dict[str, Any]) -> Iterator[Path]:
                 atomic_write(out / INPUTS_FILE, json.dumps(record, indent=1))
             yield out
         except BaseException:
-            if made is not None and not (out / "candidates").exists():
-                shutil.rmtree(made, ignore_errors=True)  # nothing scored yet: leave nothing behind
+            if not (out / "candidates").exists():  # nothing scored yet: leave nothing behind
+                if made is not None:
+                    shutil.rmtree(made, ignore_errors=True)
+                elif was_empty:
+                    for entry in out.iterdir():
+                        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
             raise
