@@ -133,6 +133,16 @@ def test_ray_missing_leaves_no_search_folder(triple, tmp_path, monkeypatch, caps
     assert not out.exists()
 
 
+def test_scipy_missing_is_one_line_before_the_folder(triple, tmp_path, monkeypatch, capsys):
+    """The generation stage's rank correlation needs scipy: missing, the search used to die after the probe stage."""
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    out = tmp_path / "out"
+    refused(monkeypatch, capsys, triple, "the search's generation stage needs scipy",
+            *search_args(triple, write_config(tmp_path / "s.yaml", generation={"top": 1}), out))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where, relation", [("base", "lies inside"), ("language", "is")])
 def test_out_inside_or_at_an_input_is_refused(triple, tmp_path, monkeypatch, capsys, where, relation):
     folder = Path(triple[0] if where == "base" else triple[2])

@@ -157,6 +157,8 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
            notify: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Run (or resume) a search; returns the summary written to DIR/search.json."""
     require_optuna()
+    if space.generation.top:
+        require_scipy()
     judge = judge or JudgeSettings()
     if space.generation.top or space.final:
         check_judge_settings(judge)
@@ -182,6 +184,15 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
     finally:
         executor.close()
     return summary
+
+
+def require_scipy():
+    """scipy (the generation stage's rank correlation), or one line saying which extra brings it, before any work."""
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        raise SafeswapError("the search's generation stage needs scipy: pip install 'safeswap[search]' "
+                            "(or set generation.top: 0)") from None
 
 
 class StageTimes:
