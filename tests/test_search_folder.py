@@ -380,3 +380,14 @@ def test_a_search_that_fails_before_scoring_removes_the_folder_it_made_but_not_a
         run_search(triple, searched)  # a resume that fails the same way
     assert {k: v for k, v in tree(searched).items() if k != "search.lock"} == \
         {k: v for k, v in before.items() if k != "search.lock"}
+
+
+def test_vllm_is_given_the_tokenizer_folder_and_records_it():
+    from safeswap.evaluation.backends import BackendOptions, DecodingSettings
+    from safeswap.evaluation.backends.vllm import VLLMBackend, engine_kwargs
+
+    assert engine_kwargs("expert", tokenizer="base")["tokenizer"] == "base"
+    assert "tokenizer" not in engine_kwargs("expert")
+    identity = VLLMBackend.decoding_identity(DecodingSettings(), BackendOptions(backend="vllm", tokenizer="base"))
+    assert identity["tokenizer"] == "base"
+    assert "tokenizer" not in VLLMBackend.decoding_identity(DecodingSettings(), BackendOptions(backend="vllm"))
