@@ -127,7 +127,12 @@ def search_folder(out: str | Path, record: dict[str, Any]) -> Iterator[Path]:
     was_empty = made is None and out.is_dir() and not any(out.iterdir())
     out.mkdir(parents=True, exist_ok=True)
     # A search refused by the lock removes nothing: the folder is the holder's.
-    with search_lock(out):
+    with search_lock(out) as lock:
+        foreign = [e.name for e in out.iterdir() if e.name != SEARCH_LOCK_FILENAME]
+        if foreign and not (out / INPUTS_FILE).is_file():  # something else was put there since the checks
+            lock.unlink()
+            raise SafeswapError(f"{out.resolve()} exists and is not a safeswap search folder (it holds "
+                                f"{sorted(foreign)[0]!r}); choose another --out")
         try:
             check_resume(out, record)  # again under the lock: another search may have begun meanwhile
             if not (out / INPUTS_FILE).is_file():
