@@ -391,3 +391,17 @@ def test_vllm_is_given_the_tokenizer_folder_and_records_it():
     identity = VLLMBackend.decoding_identity(DecodingSettings(), BackendOptions(backend="vllm", tokenizer="base"))
     assert identity["tokenizer"] == "base"
     assert "tokenizer" not in VLLMBackend.decoding_identity(DecodingSettings(), BackendOptions(backend="vllm"))
+
+
+def test_a_folder_filled_after_the_checks_is_not_taken_and_not_removed(tmp_path):
+    """A merge may rename its output into place between the search's checks and its mkdir: refused under the lock."""
+    from safeswap.errors import SafeswapError
+    from safeswap.search.folder import search_folder
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(SafeswapError, match="exists and is not a safeswap search folder .*'model.safetensors'"):
+        with search_folder(out, {"seed": 0}):
+            pass
+    assert tree(out) == {"model.safetensors": hashlib.sha256(b"weights").hexdigest()}
