@@ -129,6 +129,7 @@ def safety_command(
     judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="Endpoint for the llm judge or an openai-served guard."),
     judge_api_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-api-key-env", help="Environment variable holding the judge endpoint's key."),
     judge_translate: bool = typer.Option(False, "--judge-translate", help="llm judge: translate answers into English before judging."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Folder to take the tokenizer from when the model folder has none (the base it was fine-tuned from), as merge and search do."),
 ):
     """Generate answers to MultiJail prompts and report per-language unsafe (or refusal) rates.
 
@@ -151,7 +152,7 @@ def safety_command(
                 max_model_len=max_model_len, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
                 request_timeout=request_timeout, judge_model=judge_model, judge_backend=judge_backend,
                 judge_base_url=judge_base_url, judge_api_key_env=judge_api_key_env,
-                judge_translate=judge_translate, progress=progress,
+                judge_translate=judge_translate, progress=progress, tokenizer=tokenizer,
                 notify=lambda message: typer.secho(f"warning: {message}", fg="yellow", err=True),
             )
     except SafeswapError as exc:

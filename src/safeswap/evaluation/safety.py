@@ -32,6 +32,7 @@ from safeswap.evaluation.safety_prompts import SafetyPrompts, load_prompts, run_
 from safeswap.evaluation.safety_summary import Summary, summarise
 from safeswap.progress import StageProgress
 from safeswap.read.fingerprint import fingerprint_model, is_local_model, model_label
+from safeswap.read.tokenizer_source import tokenizer_source
 from safeswap.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def evaluate_safety(
     judge_translate: bool = False,
     progress: StageProgress | None = None,
     notify: Callable[[str], None] | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> ResultPayload:
     """Evaluate `model` on MultiJail and write <out>/<label>__multijail__<judge>.result.json (+ .csv).
 
@@ -89,6 +91,9 @@ def evaluate_safety(
     prompts loaded, before any model is.
     """
     language_codes = parse_languages(languages)
+    # The merge's rule: the model folder's own tokenizer, else the one of `tokenizer` (the base it was
+    # fine-tuned from); a folder with neither is refused here, before any prompt or model is loaded.
+    source = str(model) if backend == "openai" else tokenizer_source(model, tokenizer)
     generation = GenerationSettings(
         str(model),
         DecodingSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
@@ -96,6 +101,7 @@ def evaluate_safety(
             backend=backend, revision=revision, batch_size=batch_size, dtype=dtype, device=device,
             tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, base_url=base_url,
             api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
+            tokenizer=None if source == str(model) else source,
         ),
     )
     judge_options = JudgeOptions(

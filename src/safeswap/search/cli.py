@@ -18,6 +18,8 @@ def search_command(
     workers: int = typer.Option(1, "--workers", help="Candidates evaluated at once in a local process pool."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="Run candidates as Ray tasks on this cluster ('local': ray.init here)."),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout",
+                                      help="Seconds the --ray-address cluster has to answer before the search gives up."),
     gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="GPUs each Ray task requests."),
     cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="CPUs each Ray task requests."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: DIR/search.db, SQLite)."),
@@ -45,6 +47,8 @@ def search_command(
         raise SafeswapError(f"--trials must be at least 1, got {trials}")
     if workers < 1:
         raise SafeswapError(f"--workers must be at least 1, got {workers}")
+    if ray_timeout <= 0:
+        raise SafeswapError(f"--ray-timeout must be above 0 seconds, got {ray_timeout:g}")
     space = load_space(config)
     settings = JudgeSettings(backend=backend, judge=judge, judge_model=judge_model, judge_backend=judge_backend,
                              judge_base_url=judge_base_url, device=device or "auto")
@@ -52,7 +56,7 @@ def search_command(
     require_optuna()
     console = Console(stderr=True)
     with RichProgress() as progress, quiet_transformers():
-        summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address,
+        summary = search(base, safety, language, space, out, trials=trials, ray_address=ray_address, ray_timeout=ray_timeout,
                          gpus_per_candidate=gpus_per_candidate, cpus_per_candidate=cpus_per_candidate,
                          workers=workers, storage=storage, multijail=multijail, benign=benign, device=device,
                          on_batch=lambda done: progress("trials", done, trials or space.trials, "Trials"),

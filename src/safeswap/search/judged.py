@@ -86,15 +86,19 @@ def check_judge_settings(settings: JudgeSettings) -> None:
 
 def judge_folder(folder: str | Path, label: str, prompts: PromptChoice, settings: JudgeSettings,
                  max_new_tokens: int, batch_size: int, out: str | Path,
-                 progress: StageProgress | None = None) -> dict[str, Any]:
-    """Generate (what the cache under `out` lacks), judge and count one model folder's answers."""
+                 progress: StageProgress | None = None, base: str | Path | None = None) -> dict[str, Any]:
+    """Generate (what the cache under `out` lacks), judge and count one model folder's answers; a folder
+    without a tokenizer takes the base's (read.tokenizer_source)."""
     from safeswap.evaluation.backends import BackendOptions, DecodingSettings
     from safeswap.evaluation.judges import JudgeOptions
     from safeswap.evaluation.safety import GenerationSettings, run_safety
+    from safeswap.read.tokenizer_source import tokenizer_source
 
+    tokenizer = tokenizer_source(folder, base)
     generation = GenerationSettings(
         str(folder), DecodingSettings(max_new_tokens=max_new_tokens),
-        BackendOptions(backend=settings.backend, batch_size=batch_size, dtype=settings.dtype, device=settings.device))
+        BackendOptions(backend=settings.backend, batch_size=batch_size, dtype=settings.dtype, device=settings.device,
+                       tokenizer=None if tokenizer == str(folder) else tokenizer))
     judge = JudgeOptions(judge=settings.judge, model=settings.judge_model, backend=settings.judge_backend,
                          base_url=settings.judge_base_url, batch_size=batch_size, device=settings.device)
     payload = run_safety(prompts.safety_prompts(), generation, judge, out=out, label=label, progress=progress,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from safeswap.errors import SafeswapError
+from safeswap.read.tokenizer_source import tokenizer_source
 
 # Openings of an answer, per language. A language without its own falls back to English alone.
 REFUSALS = {
@@ -174,18 +175,19 @@ def _logsumexp(values: Sequence[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def load_model(path, device: str | None = None):
-    """A model folder in float32 on the device (cpu unless given), in eval mode, with its tokenizer."""
+def load_model(path, device: str | None = None, base=None):
+    """A model folder in float32 on the device (cpu unless given), in eval mode, with its tokenizer: the
+    folder's own, else the base's (read.tokenizer_source)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(path, base))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     model.to(device or "cpu").eval()
     return model, tokenizer
 
 
-def load_merged(folder, tensors: dict, device: str | None = None):
+def load_merged(folder, tensors: dict, device: str | None = None, base=None):
     """A merged model held in memory, loaded as load_model loads its written folder: float32 on the device, eval mode.
 
     `folder` is the receiver (the language expert), whose config.json a merge writes unchanged and whose
@@ -198,7 +200,7 @@ def load_merged(folder, tensors: dict, device: str | None = None):
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(folder, base))
     config = AutoConfig.from_pretrained(str(folder))
     # The architecture's class itself: the Auto class wants a folder or hub id to read the weights from.
     name = (getattr(config, "architectures", None) or [None])[0]

@@ -5,17 +5,22 @@ the generation stage judges the probe's best (screening.py) and the recommendati
 from the judged numbers; the final evaluation (final.py) measures the recommended candidate,
 the references and the models on the held-out split.
 
-Layout of DIR: search.db (the Optuna study), statistics/ (measured once), splits.json,
-models.json (base and experts' probe scores), candidates/<key>.json (one per evaluated
-candidate), generation/ (judged answers of the generation stage), final/ and final.json
-(the held-out evaluation), candidates.csv, pareto.png, recommended-plan.yaml, search.json.
+Every check that can fail (the extras, the Ray address, the inputs and their tokenizers, the
+prompt files, the judge settings, the destination, a resume's settings) runs before DIR is made;
+the folder rules, the lock and what a resume accepts are in folder.py.
+
+Layout of DIR: search.lock (held while a search runs), inputs.json (what a resume must match),
+search.db (the Optuna study), statistics/ (measured once), splits.json, models.json (base and
+experts' probe scores), candidates/<key>.json (one per evaluated candidate), generation/
+(judged answers of the generation stage), final/ and final.json (the held-out evaluation),
+candidates.csv, pareto.png, recommended-plan.yaml, search.json.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +31,11 @@ from safeswap.evaluation.multijail import (PromptSet, check_languages_present, l
 from safeswap.files import atomic_write
 from safeswap.progress import StageProgress
 from safeswap.read.adapter import is_adapter_folder
+from safeswap.read.sources import resolve_model
+from safeswap.read.tokenizer_source import VOCABULARY_FILES, holds_tokenizer, tokenizer_source
 from safeswap.search.candidates import Candidate, references
-from safeswap.search.executors import make_executor
+from safeswap.search.executors import RAY_TIMEOUT, make_executor
+from safeswap.search.folder import check_resume, check_search_destination, search_folder, settings_record
 from safeswap.search.final import run_final
 from safeswap.search.judged import JudgeSettings, PromptChoice, check_judge_settings
 from safeswap.search.objectives import Scores, feasible, pareto_front, recommend, with_gain
@@ -37,20 +45,6 @@ from safeswap.search.screening import run_generation_stage
 from safeswap.search.space import SearchSpace
 from safeswap.search.splits import load_benign_asset, pick, split_record
 from safeswap.search.study import open_study, require_optuna, run_trials, trial_records
-
-
-def _inputs_record(out: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume a search folder made for other models, prompts or scoring settings (cached scores
-    would not compare); the budget, the methods and the constraints may change between runs."""
-    path = out / "inputs.json"
-    if path.is_file():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        if before != record:
-            changed = next(k for k in record if before.get(k) != record[k])
-            raise SafeswapError(f"{out} holds a search made with another {changed} ({before.get(changed)}); "
-                                "use another --out")
-    else:
-        atomic_write(path, json.dumps(record, indent=1))
 
 
 class PromptSets:
@@ -80,27 +74,62 @@ class PromptSets:
         return PromptChoice(self.harmful, tuple(h), languages, chosen, benign_languages or (self.target,), self.target)
 
 
-def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str | Path,
-            multijail: str | Path | None = None, benign: str | Path | None = None,
-            ability: list[str] | None = None, device: str | None = None,
-            sets: PromptSets | None = None) -> SearchContext:
-    """The search context: prompts of the search split, statistics measured once (or read back on resume)."""
+@dataclass(frozen=True)
+class Checked:
+    """What the checks before the folder found: the prompt sets, the inputs' sha256 and the resume record."""
+
+    sets: PromptSets
+    input_sha256: dict
+    record: dict[str, Any]
+
+
+def check_search(base: str, safety: str, language: str, space: SearchSpace, out: str | Path,
+                 multijail: str | Path | None = None, benign: str | Path | None = None,
+                 ability: list[str] | None = None, device: str | None = None, storage: str | None = None,
+                 sets: PromptSets | None = None) -> Checked:
+    """Every check on the inputs, prompts and destination, before DIR is made: a failed start leaves nothing."""
     for role, ref in (("safety", safety), ("language", language)):
         if Path(ref).expanduser().is_dir() and is_adapter_folder(Path(ref).expanduser()):
             # The probe loads each expert with transformers, which cannot load an adapter folder alone.
             raise SafeswapError(f"{role} expert {ref} is a LoRA adapter; safeswap search takes full checkpoints "
                                 "for now: merge the adapter into its base first (PEFT's merge_and_unload)")
-    # Opening and hashing the inputs first checks them: a bad model leaves no search folder behind, which a
-    # corrected rerun would refuse as a search of other models.
-    input_sha256 = hash_inputs(base, safety, language)  # once per search: every written candidate reuses them
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _inputs_record(out, {"base": str(base), "safety": str(safety), "language": str(language),
-                         "multijail": str(multijail) if multijail else None, "benign": str(benign) if benign else None,
-                         "ability": list(ability) if ability else None, "languages": list(space.languages),
-                         "probe": [space.probe_harmful, space.probe_benign, space.batch_size, space.max_length],
-                         "split": [space.search_fraction, space.split_seed], "seed": space.seed})
     sets = sets or PromptSets(space, multijail, benign)
+    sets.choice("search", tuple(space.languages), space.probe_harmful, space.probe_benign)  # each split holds prompts
+    if space.generation.top:
+        sets.choice("search", tuple(space.languages), space.generation.harmful, space.generation.benign)
+    if space.final is not None:
+        sets.choice("held_out", ("en",) + tuple(c for c in space.languages if c != "en"), space.final.harmful,
+                    space.final.benign)
+    input_sha256 = hash_inputs(base, safety, language)  # once per search: every written candidate reuses them
+    folders = [(role, resolve_model(ref, role)) for role, ref in (("base", base), ("safety", safety),
+                                                                   ("language", language))]
+    if folders[0][1].is_dir() and not holds_tokenizer(folders[0][1]):
+        raise SafeswapError(f"base model {folders[0][1]} has no tokenizer ({', '.join(VOCABULARY_FILES)}); the "
+                            "search's probe and generation need one")
+    for role, ref in (("safety", safety), ("language", language)):  # experts saved without one take the base's
+        tokenizer_source(ref, base, f"{role} expert")
+    check_search_destination(out, folders)
+    record = settings_record(base, safety, language, space, multijail=multijail, benign=benign,
+                             prompts_sha256=[sets.harmful.sha256, sets.benign.sha256], ability=ability,
+                             device=device, storage=storage, input_sha256=input_sha256)
+    check_resume(Path(out).expanduser(), record)
+    return Checked(sets, input_sha256, record)
+
+
+def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str | Path,
+            multijail: str | Path | None = None, benign: str | Path | None = None,
+            ability: list[str] | None = None, device: str | None = None,
+            sets: PromptSets | None = None) -> SearchContext:
+    """check_search, then the folder made and filled (fill): for callers that hold no lock past it."""
+    checked = check_search(base, safety, language, space, out, multijail, benign, ability, device, None, sets)
+    with search_folder(out, checked.record) as folder:
+        return fill(base, safety, language, space, folder, checked, ability, device)
+
+
+def fill(base: str, safety: str, language: str, space: SearchSpace, out: Path, checked: Checked,
+         ability: list[str] | None = None, device: str | None = None) -> SearchContext:
+    """The search context: prompts of the search split, statistics measured once (or read back on resume)."""
+    sets, input_sha256 = checked.sets, checked.input_sha256
     atomic_write(out / "splits.json", json.dumps(sets.splits, indent=1))
     probe = sets.choice("search", tuple(space.languages), space.probe_harmful, space.probe_benign)
     stats_dir = out / "statistics"
@@ -121,35 +150,49 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
 
 def search(base: str, safety: str, language: str, space: SearchSpace, out: str | Path, *, trials: int | None = None,
            ray_address: str | None = None, gpus_per_candidate: float = 0, cpus_per_candidate: float = 1,
-           workers: int = 1,
+           workers: int = 1, ray_timeout: float = RAY_TIMEOUT,
            storage: str | None = None, multijail: str | Path | None = None, benign: str | Path | None = None,
            ability: list[str] | None = None, device: str | None = None, on_batch=None,
            judge: JudgeSettings | None = None, progress: StageProgress | None = None,
            notify: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Run (or resume) a search; returns the summary written to DIR/search.json."""
     require_optuna()
+    if space.generation.top:
+        require_scipy()
     judge = judge or JudgeSettings()
     if space.generation.top or space.final:
         check_judge_settings(judge)
-    out = Path(out)
+    out = Path(out).expanduser()
     clock = StageTimes()
-    sets = PromptSets(space, multijail, benign)
-    context = prepare(base, safety, language, space, out, multijail, benign, ability, device, sets)
-    clock.lap("statistics and input hashes")
-    executor = make_executor(ray_address, workers, gpus_per_candidate, cpus_per_candidate)
+    checked = check_search(base, safety, language, space, out, multijail, benign, ability, device, storage)
+    # Ray answers (or the pool starts) before the folder is made, and is let go before the generation stage.
+    executor = make_executor(ray_address, workers, gpus_per_candidate, cpus_per_candidate, ray_timeout)
     try:
-        models = reference_models(context)
-        refs = references(space, context.statistics.num_layers)
-        ref_records = executor.map(context, refs)
-        study = open_study(out, space, storage)
-        evaluated = run_trials(study, space, context, executor, models, trials or space.trials, on_batch)
+        with search_folder(out, checked.record):
+            context = fill(base, safety, language, space, out, checked, ability, device)
+            clock.lap("statistics and input hashes")
+            models = reference_models(context)
+            refs = references(space, context.statistics.num_layers)
+            ref_records = executor.map(context, refs)
+            study = open_study(out, space, storage)
+            evaluated = run_trials(study, space, context, executor, models, trials or space.trials, on_batch)
+            executor.close()
+            clock.lap("probe stage")
+            summary = summarise(context, space, models, refs, ref_records, trial_records(study), evaluated,
+                                checked.sets, judge, progress, notify, clock)
+            atomic_write(out / "timings.json", json.dumps(clock.seconds, indent=1))
     finally:
         executor.close()
-    clock.lap("probe stage")
-    summary = summarise(context, space, models, refs, ref_records, trial_records(study), evaluated, sets, judge,
-                        progress, notify, clock)
-    atomic_write(out / "timings.json", json.dumps(clock.seconds, indent=1))
     return summary
+
+
+def require_scipy():
+    """scipy (the generation stage's rank correlation), or one line saying which extra brings it, before any work."""
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        raise SafeswapError("the search's generation stage needs scipy: pip install 'safeswap[search]' "
+                            "(or set generation.top: 0)") from None
 
 
 class StageTimes:

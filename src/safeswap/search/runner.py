@@ -120,14 +120,14 @@ def fits_in_memory(context: SearchContext) -> bool:
 
 def score_model(context: SearchContext, path: str | Path) -> Scores:
     """Probe one model folder on the search split: harmful and benign refusal scores, perplexity."""
-    return _probe(context, *load_model(path, context.device))
+    return _probe(context, *load_model(path, context.device, context.base))
 
 
 def score_tensors(context: SearchContext, tensors: dict) -> Scores:
     """Probe a merged model held in memory (name -> tensor, emptied once loaded), as score_model probes
     its written folder: the language expert's config and tokenizer, which a search's merges keep."""
     try:
-        model, tokenizer = load_merged(context.language, tensors, context.device)
+        model, tokenizer = load_merged(context.language, tensors, context.device, context.base)
     finally:
         tensors.clear()  # the float32 model holds its own copy
     return _probe(context, model, tokenizer)

@@ -2,9 +2,13 @@
 
 Trials are asked in batches of `parallel`, evaluated by an executor (in-process, a process
 pool or Ray: the same batches in the same order, so the same seed gives the same candidates
-whatever runs them) and told back in order. A search killed mid-batch resumes: a trial left
-RUNNING is completed from its candidate's cached result when there is one, else failed and
-its parameters enqueued again, so no candidate is evaluated twice.
+whatever runs them) and told back in order. Each batch is asked of a sampler seeded with the
+seed plus the trials the study holds, so a batch depends only on the seed and the trials before
+it, never on how many runs made them. A search killed mid-batch resumes by finishing that
+batch: a trial left RUNNING is told its candidate's cached result, or the candidate is
+evaluated now (a trial killed before its candidate was recorded is failed and its parameters
+enqueued again). So a killed and resumed search ends with the trials and results of an
+uninterrupted one, and no candidate is evaluated twice.
 """
 
 from __future__ import annotations
@@ -56,11 +60,8 @@ def open_study(out: str | Path, space: SearchSpace, storage: str | None = None):
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or f"sqlite:///{Path(out).resolve() / STORAGE_FILE}"
-    study = optuna.create_study(study_name=STUDY_NAME, storage=url, load_if_exists=True,
-                                directions=list(DIRECTIONS), sampler=make_sampler(space, space.seed))
-    if held := len(study.get_trials(deepcopy=False)):
-        study.sampler = make_sampler(space, space.seed + held)
-    return study
+    return optuna.create_study(study_name=STUDY_NAME, storage=url, load_if_exists=True,
+                               directions=list(DIRECTIONS), sampler=make_sampler(space, space.seed))
 
 
 def _tell(study, trial, candidate: Candidate, record: dict[str, Any], space: SearchSpace,
@@ -80,21 +81,24 @@ def _tell(study, trial, candidate: Candidate, record: dict[str, Any], space: Sea
     study.tell(trial, list(scores.objectives()))
 
 
-def recover(study, space: SearchSpace, context: SearchContext, models: dict[str, Scores]) -> int:
-    """Close the trials a killed search left RUNNING; returns how many were enqueued again."""
+def recover(study, space: SearchSpace, context: SearchContext, models: dict[str, Scores], executor=None) -> int:
+    """Finish the batch a killed search left RUNNING (see the module docstring); returns how many candidates
+    were evaluated. Without an executor, only cached candidates are told."""
     optuna = require_optuna()
-    again = 0
-    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        data = frozen.user_attrs.get("candidate")
-        record = cached(context, Candidate.from_dict(data)) if data else None
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    known = {f.number: Candidate.from_dict(f.user_attrs["candidate"]) for f in running if "candidate" in f.user_attrs}
+    todo = {c.key: c for c in known.values() if cached(context, c) is None} if executor else {}
+    results = dict(zip(todo, executor.map(context, list(todo.values())))) if todo else {}
+    for frozen in running:
+        candidate = known.get(frozen.number)
+        record = (results.get(candidate.key) or cached(context, candidate)) if candidate else None
         trial = optuna.trial.Trial(study, frozen._trial_id)
         if record is not None:
-            _tell(study, trial, Candidate.from_dict(data), record, space, models)
+            _tell(study, trial, candidate, record, space, models)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
-            again += 1
-    return again
+    return len(todo)
 
 
 def _retried(study) -> set[int]:
@@ -114,9 +118,9 @@ def run_trials(study, space: SearchSpace, context: SearchContext, executor, mode
                n_trials: int, on_batch=None) -> int:
     """Ask, evaluate and tell until n_trials are finished (resumed studies count what they already hold);
     returns the number of candidates evaluated in this call (cache hits not counted)."""
-    recover(study, space, context, models)
-    evaluated = 0
+    evaluated = recover(study, space, context, models, executor)
     while (left := n_trials - finished(study)) > 0:
+        study.sampler = make_sampler(space, space.seed + len(study.get_trials(deepcopy=False)))
         trials = [study.ask() for _ in range(min(space.parallel, left))]
         candidates = [suggest(t, space) for t in trials]
         for trial, candidate in zip(trials, candidates):

@@ -4,7 +4,8 @@ The rules keep a merge from destroying anything the user gave: an output never i
 contains or lies inside an input (after resolving symlinks, hub cache repos
 included), and --force replaces only an empty folder or one that safeswap wrote
 itself (its manifest is there and every entry is a file safeswap writes). The
-free-space check before a merge starts lives here too.
+free-space check before a merge starts lives here too. A search folder (marked by its lock
+file, search/lock.py) is never a merge's destination: a merge into it would meet the search.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Iterable
 from safeswap.errors import SafeswapError
 from safeswap.merged_folder import MANIFEST_FILENAME, is_output_file
 from safeswap.read.shards import owned_roots
+
+SEARCH_LOCK_FILENAME = "search.lock"  # in every search folder (search/lock.py); named here for the rule below
 
 
 def _relation(out: Path, root: Path) -> str | None:
@@ -81,6 +84,9 @@ def check_destination(destination: str | Path, force: bool, inputs: Iterable[tup
         return
     if not destination.is_dir():
         raise SafeswapError(f"output path {resolved} exists and is a file; choose a folder name")
+    if (destination / SEARCH_LOCK_FILENAME).exists():
+        raise SafeswapError(f"output folder {resolved} is a safeswap search folder; a merge never writes into one "
+                            "(--force neither): choose another --out")
     if not any(destination.iterdir()):
         return
     if not force:

@@ -12,6 +12,7 @@ from safeswap.decide.plan_file import MergePlan
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.read.inputs import Inputs
 from safeswap.read.shards import TOKENIZER_FILES
+from safeswap.read.tokenizer_source import holds_tokenizer
 from safeswap.write.manifest import write_manifest
 from safeswap.write.model_card import write_model_card
 
@@ -20,7 +21,8 @@ CONFIG_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
 def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: str | None) -> None:
-    """config.json and generation_config.json from the receiver, tokenizer files from plan.tokenizer_from.
+    """config.json and generation_config.json from the receiver, tokenizer files from plan.tokenizer_from
+    (from the base when that model holds no tokenizer).
 
     Only the files named in read.shards are read, each through the containment rule;
     `auto_map` (remote code) is dropped from the configs.
@@ -43,6 +45,8 @@ def copy_side_files(inputs: Inputs, plan: MergePlan, folder: Path, out_dtype: st
 def copy_tokenizer_files(inputs: Inputs, plan: MergePlan, folder: Path) -> None:
     """The tokenizer and chat template of plan.tokenizer_from (an adapter output carries them too)."""
     source = inputs.models[plan.tokenizer_from]
+    if not holds_tokenizer(source.folder):  # an expert saved without tokenizer files: its base's (read.tokenizer_source)
+        source = inputs.models.get("base", source)
     for name in TOKENIZER_FILES:
         path = source.side_file(name)
         if path is None:

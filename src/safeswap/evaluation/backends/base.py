@@ -53,6 +53,9 @@ class BackendOptions:
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
     request_timeout: float = 120.0
+    # Where the tokenizer is loaded from when not the model's own folder (read.tokenizer_source: an expert
+    # saved without tokenizer files takes its base's); None: the model's.
+    tokenizer: str | None = None
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,11 @@ def choose_dtype(dtype: str, device: str):
     return torch.float32
 
 
-def _decoding(settings: DecodingSettings, torch_dtype) -> dict[str, Any]:
-    # dtype changes the numbers, so it belongs to the cache key; batch size does not (by intent).
-    return {"backend": HFBackend.name, **settings.as_dict(), "dtype": str(torch_dtype).replace("torch.", "")}
+def _decoding(settings: DecodingSettings, torch_dtype, tokenizer: str | None = None) -> dict[str, Any]:
+    # dtype and a tokenizer from another folder change the numbers, so they belong to the cache key;
+    # batch size does not (by intent).
+    return {"backend": HFBackend.name, **settings.as_dict(), "dtype": str(torch_dtype).replace("torch.", ""),
+            **({"tokenizer": tokenizer} if tokenizer else {})}
 
 
 class HFBackend:
@@ -58,6 +60,7 @@ class HFBackend:
         batch_size: int = 16,
         dtype: str = "auto",
         device: str = "auto",
+        tokenizer: str | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,8 +72,10 @@ class HFBackend:
         self.device = choose_device(device)
         self.torch_dtype = choose_dtype(dtype, self.device)
         self.model_name = str(model)
+        self.tokenizer_from = tokenizer
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name, revision=revision)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or self.model_name,
+                                                           revision=None if tokenizer else revision)
             self.model = AutoModelForCausalLM.from_pretrained(self.model_name, revision=revision, dtype=self.torch_dtype)
         except (OSError, ValueError) as exc:
             raise SafeswapError(f"cannot load model {self.model_name}: {str(exc).splitlines()[0]}") from None
@@ -88,12 +93,12 @@ class HFBackend:
     @classmethod
     def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "HFBackend":
         return cls(model, settings, revision=options.revision, batch_size=options.batch_size, dtype=options.dtype,
-                   device=options.device)
+                   device=options.device, tokenizer=options.tokenizer)
 
     @classmethod
     def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
         dtype = choose_dtype(options.dtype, choose_device(options.device))
-        return _decoding(settings, dtype)
+        return _decoding(settings, dtype, options.tokenizer)
 
     def _generation_config(self):
         config = copy.deepcopy(self.model.generation_config)
@@ -114,7 +119,7 @@ class HFBackend:
         return config
 
     def decoding(self) -> dict[str, Any]:
-        return _decoding(self.settings, self.torch_dtype)
+        return _decoding(self.settings, self.torch_dtype, self.tokenizer_from)
 
     def _eos_ids(self) -> set[int]:
         eos = self.generation_config.eos_token_id

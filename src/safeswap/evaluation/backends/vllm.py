@@ -37,6 +37,7 @@ def engine_kwargs(
     dtype: str = "auto",
     seed: int = 0,
     max_model_len: int | None = None,
+    tokenizer: str | None = None,
 ) -> dict[str, Any]:
     """Arguments for vllm.LLM."""
     if tensor_parallel_size < 1:
@@ -49,6 +50,8 @@ def engine_kwargs(
     }
     if revision:
         kwargs["revision"] = revision
+    if tokenizer:  # another folder's tokenizer (read.tokenizer_source)
+        kwargs["tokenizer"] = str(tokenizer)
     if max_model_len:
         kwargs["max_model_len"] = int(max_model_len)
     return kwargs
@@ -81,6 +84,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         dtype: str = "auto",
         max_model_len: int | None = None,
+        tokenizer: str | None = None,
     ):
         try:
             import vllm
@@ -89,6 +93,7 @@ class VLLMBackend:
         self.settings = settings
         self.dtype = dtype
         self.tensor_parallel_size = tensor_parallel_size
+        self.tokenizer_from = tokenizer
         self._vllm = vllm
         self.llm = vllm.LLM(
             **engine_kwargs(
@@ -98,6 +103,7 @@ class VLLMBackend:
                 dtype=dtype,
                 seed=settings.seed,
                 max_model_len=max_model_len,
+                tokenizer=tokenizer,
             )
         )
         self.sampling_params = vllm.SamplingParams(**sampling_kwargs(settings))
@@ -105,14 +111,16 @@ class VLLMBackend:
     @classmethod
     def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "VLLMBackend":
         return cls(model, settings, revision=options.revision, tensor_parallel_size=options.tensor_parallel_size,
-                   dtype=options.dtype, max_model_len=options.max_model_len)
+                   dtype=options.dtype, max_model_len=options.max_model_len, tokenizer=options.tokenizer)
 
     @classmethod
     def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
-        return {"backend": cls.name, **settings.as_dict(), "dtype": options.dtype}
+        return {"backend": cls.name, **settings.as_dict(), "dtype": options.dtype,
+                **({"tokenizer": options.tokenizer} if options.tokenizer else {})}
 
     def decoding(self) -> dict[str, Any]:
-        return {"backend": self.name, **self.settings.as_dict(), "dtype": self.dtype}
+        return {"backend": self.name, **self.settings.as_dict(), "dtype": self.dtype,
+                **({"tokenizer": self.tokenizer_from} if self.tokenizer_from else {})}
 
     def generate(
         self, conversations: Sequence[Conversation], *, add_generation_prompt: bool = True
