@@ -264,6 +264,40 @@ def test_rank_and_alpha_patterns_merge_exactly(bf16, tmp_path, extra):
         assert max(bf16_ulps(a[k], f[k]) for k in a) <= 1
 
 
+def test_an_adapter_from_mergekit_extract_lora_reads_as_peft_merges_it(bf16, tmp_path):
+    """mergekit-extract-lora writes rank_pattern/alpha_pattern keyed by full module names (k_proj and v_proj, 32 rows,
+    get rank 32 under --max-rank 40): safeswap reads that adapter as PEFT's merge_and_unload merges it."""
+    import os
+    import subprocess
+
+    from mergekit_helpers import MERGEKIT
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from safeswap.read.adapter import AdapterCheckpoint
+    from safeswap.read.checkpoint import Checkpoint
+
+    extract = MERGEKIT.parent / "mergekit-extract-lora"
+    if not extract.exists():
+        pytest.skip(f"mergekit-extract-lora not found at {extract}")
+    base, experts = bf16
+    out = tmp_path / "extracted"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([str(extract), "--model", str(experts["language"][1]), "--base-model", str(base), "--out-path",
+                          str(out), "--max-rank", "40", "--exclude-regex", "embed_tokens|lm_head", "--skip-undecomposable"],
+                         capture_output=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["rank_pattern"] == config["alpha_pattern"] == {f"model.layers.{i}.self_attn.{m}": 32
+                                                                 for i in range(3) for m in ("k_proj", "v_proj")}
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(out)).merge_and_unload().to(torch.bfloat16).state_dict()
+    with Checkpoint(base) as b:
+        adapter = AdapterCheckpoint(out, b, "language")
+        assert adapter.adapter.factors["model.layers.1.self_attn.k_proj.weight"][2] == 1.0  # alpha 32 over rank 32
+        assert max(bf16_ulps(adapter.read(name), merged[name]) for name in b.ordered_names()) <= 1
+
+
 def test_pattern_and_target_rules_are_peft_s(bf16):
     """read.adapter_config's copies of PEFT's matching rules answer as PEFT's own functions do."""
     from types import SimpleNamespace
