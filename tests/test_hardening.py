@@ -344,11 +344,11 @@ def test_full_disk_cleans_up_and_says_how_much_is_needed(monkeypatch, triple, tm
     calls = {"n": 0}
     real = writer.ShardedWriter._emit
 
-    def failing(self, data):
+    def failing(self, data, *source):
         calls["n"] += 1
         if calls["n"] == 5:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+        return real(self, data, *source)
 
     monkeypatch.setattr(writer.ShardedWriter, "_emit", failing)
     with pytest.raises(SafeswapError, match=r"disk full while writing .*partial output was removed; the merge needs 0\.00 GB"):
