@@ -251,6 +251,19 @@ def test_plan_file_records_that_lie(monkeypatch, capsys, planned, tmp_path, lie,
     refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out], expected, [tmp_path / r for r in ("base", "safety", "language")], out)
 
 
+def test_plan_from_an_older_safeswap_names_why_it_cannot_be_checked(monkeypatch, capsys, planned, tmp_path):
+    """A plan with a sampled fingerprint and no file sha256 cannot prove its models: refused, saying so."""
+    _, plan = planned
+    data = yaml.safe_load(plan.read_text())
+    for record in data["models"].values():
+        record.pop("files")
+        record["fingerprint"] = "sha256:" + "1" * 64
+    plan.write_text(yaml.safe_dump(data))
+    out = tmp_path / "o"
+    refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out],
+            ["plan was made for a different base model", "older safeswap"], [tmp_path / r for r in ("base", "safety", "language")], out)
+
+
 # ---- statistics.json --------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -235,7 +235,9 @@ def check_identity(models: dict, current: dict[str, dict], folders: dict, what: 
                                 "or restore the file")
         expected = record.get("fingerprint")
         if expected and now["fingerprint"] is not None and expected != now["fingerprint"]:
+            older = "" if isinstance(files, dict) else (
+                " (it records no file sha256: an older safeswap's fingerprint, which sampled the files, cannot be checked)")
             raise SafeswapError(
                 f"{what} {made} for a different {role} model (fingerprint {expected[:19]}..., "
-                f"this one is {now['fingerprint'][:19]}...); {remedy} or pass the original model"
+                f"this one is {now['fingerprint'][:19]}...){older}; {remedy} or pass the original model"
             )
