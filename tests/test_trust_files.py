@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import struct
-import sys
 from pathlib import Path
 
 import pytest
