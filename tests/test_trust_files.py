@@ -236,6 +236,7 @@ def test_plan_file_that_lies(monkeypatch, capsys, planned, tmp_path, lie, expect
 
 @pytest.mark.parametrize("lie, expected", [
     (lambda files: files.update({"model.safetensors": {"size": 1, "sha256": 7}}), "must be {size, sha256}"),
+    (lambda files: files.update({"model.safetensors": {"size": 1, "sha256": "Z" * 64}}), "must be {size, sha256}"),
     (lambda files: files.update({"model.safetensors": {**files["model.safetensors"], "sha256": "0" * 64}}),
      "model.safetensors changed (sha256 000000000000... then"),
     (lambda files: files.update({"model.safetensors": {**files["model.safetensors"], "size": 5}}),
