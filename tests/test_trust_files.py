@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import struct
-import sys
 from pathlib import Path
 
 import pytest
@@ -237,6 +236,7 @@ def test_plan_file_that_lies(monkeypatch, capsys, planned, tmp_path, lie, expect
 
 @pytest.mark.parametrize("lie, expected", [
     (lambda files: files.update({"model.safetensors": {"size": 1, "sha256": 7}}), "must be {size, sha256}"),
+    (lambda files: files.update({"model.safetensors": {"size": 1, "sha256": "Z" * 64}}), "must be {size, sha256}"),
     (lambda files: files.update({"model.safetensors": {**files["model.safetensors"], "sha256": "0" * 64}}),
      "model.safetensors changed (sha256 000000000000... then"),
     (lambda files: files.update({"model.safetensors": {**files["model.safetensors"], "size": 5}}),
@@ -249,6 +249,19 @@ def test_plan_file_records_that_lie(monkeypatch, capsys, planned, tmp_path, lie,
     plan.write_text(yaml.safe_dump(data))
     out = tmp_path / "o"
     refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out], expected, [tmp_path / r for r in ("base", "safety", "language")], out)
+
+
+def test_plan_from_an_older_safeswap_names_why_it_cannot_be_checked(monkeypatch, capsys, planned, tmp_path):
+    """A plan with a sampled fingerprint and no file sha256 cannot prove its models: refused, saying so."""
+    _, plan = planned
+    data = yaml.safe_load(plan.read_text())
+    for record in data["models"].values():
+        record.pop("files")
+        record["fingerprint"] = "sha256:" + "1" * 64
+    plan.write_text(yaml.safe_dump(data))
+    out = tmp_path / "o"
+    refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out],
+            ["plan was made for a different base model", "older safeswap"], [tmp_path / r for r in ("base", "safety", "language")], out)
 
 
 # ---- statistics.json --------------------------------------------------------------------------------------

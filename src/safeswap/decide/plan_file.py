@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,7 @@ def check_model_records(models: dict, where: str) -> None:
             raise SafeswapError(f"{where}: model {role} 'files' must map file names to {{size, sha256}}")
         for name, entry in files.items():
             if not (isinstance(entry, dict) and set(entry) == {"size", "sha256"} and _is_size(entry["size"])
-                    and isinstance(entry["sha256"], str) and len(entry["sha256"]) == 64):
+                    and isinstance(entry["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
                 raise SafeswapError(f"{where}: model {role} file {name!r} must be {{size, sha256}} (a byte count and 64 hex digits)")
 
 
@@ -235,7 +236,9 @@ def check_identity(models: dict, current: dict[str, dict], folders: dict, what: 
                                 "or restore the file")
         expected = record.get("fingerprint")
         if expected and now["fingerprint"] is not None and expected != now["fingerprint"]:
+            older = "" if isinstance(files, dict) else (
+                " (it records no file sha256: an older safeswap's fingerprint, which sampled the files, cannot be checked)")
             raise SafeswapError(
                 f"{what} {made} for a different {role} model (fingerprint {expected[:19]}..., "
-                f"this one is {now['fingerprint'][:19]}...); {remedy} or pass the original model"
+                f"this one is {now['fingerprint'][:19]}...){older}; {remedy} or pass the original model"
             )

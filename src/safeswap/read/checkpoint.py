@@ -8,7 +8,6 @@ page cache does not show up as our resident memory.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -59,11 +59,12 @@ def identity_files(folder: Path) -> list[Path]:
 
 
 def hub_blob_sha256(path: Path) -> str | None:
-    """The sha256 a hub cache's blob name gives (snapshot symlink -> .../blobs/<64 hex>), else None."""
+    """The sha256 a hub cache's blob name gives (snapshot symlink -> models--org--name/blobs/<64 hex>), else None."""
     if not Path(path).is_symlink():
         return None
     target = Path(path).resolve()
-    if target.parent.name == "blobs" and _SHA256.match(target.name):
+    # Only the hub cache's own layout (models--org--name/blobs/<sha256>) is trusted to name its bytes.
+    if target.parent.name == "blobs" and target.parent.parent.name.startswith("models--") and _SHA256.match(target.name):
         return target.name
     return None
 
