@@ -115,7 +115,7 @@ def plan(
     base: Optional[str] = BASE,
     safety: Optional[str] = SAFETY,
     language: Optional[str] = LANGUAGE,
-    statistics: Optional[Path] = typer.Option(None, "--statistics", help="Plan from a statistics folder/file written by `analyze` instead of reading the models again."),
+    statistics: Optional[Path] = typer.Option(None, "--statistics", help="Plan from a statistics folder/file written by `analyze` instead of measuring again (the models are still opened, to check that they are the bytes it was measured on)."),
     out: Path = typer.Option(Path("safeswap-plan.yaml"), "--out", help="Plan file (YAML) to write."),
     method: str = METHOD,
     granularity: Optional[str] = GRANULARITY,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safeswap.errors import SafeswapError
+from safeswap.files import user_cache_folder
 
-CACHE_ENV = "SAFESWAP_CACHE"
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,7 @@ CATALOG_WHEELS = (
 
 def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     """The demo's cache folder: the argument, else $SAFESWAP_CACHE, else ~/.cache/safeswap."""
-    if cache is None:
-        cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "safeswap"
-    path = Path(cache).expanduser()
+    path = user_cache_folder() if cache is None else Path(cache).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
