@@ -8,7 +8,8 @@ the references and the models on the held-out split.
 Layout of DIR: search.db (the Optuna study), statistics/ (measured once), splits.json,
 models.json (base and experts' probe scores), candidates/<key>.json (one per evaluated
 candidate), generation/ (judged answers of the generation stage), final/ and final.json
-(the held-out evaluation), candidates.csv, pareto.png, recommended-plan.yaml, search.json.
+(the held-out evaluation), candidates.csv, pareto.png, recommended-plan.yaml (a candidate met every constraint) or
+best-plan.yaml (none did: the closest one), search.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from safeswap.evaluation.multijail import (PromptSet, check_languages_present, l
                                           load_multijail)
 from safeswap.files import atomic_write
 from safeswap.progress import StageProgress
-from safeswap.read.adapter import is_adapter_folder
+from safeswap.search.adapters import adapter_experts, check_exact_methods
 from safeswap.search.candidates import Candidate, references
 from safeswap.search.executors import make_executor
 from safeswap.search.final import run_final
@@ -85,11 +86,9 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
             ability: list[str] | None = None, device: str | None = None,
             sets: PromptSets | None = None) -> SearchContext:
     """The search context: prompts of the search split, statistics measured once (or read back on resume)."""
-    for role, ref in (("safety", safety), ("language", language)):
-        if Path(ref).expanduser().is_dir() and is_adapter_folder(Path(ref).expanduser()):
-            # The probe loads each expert with transformers, which cannot load an adapter folder alone.
-            raise SafeswapError(f"{role} expert {ref} is a LoRA adapter; safeswap search takes full checkpoints "
-                                "for now: merge the adapter into its base first (PEFT's merge_and_unload)")
+    adapters = adapter_experts(safety, language)
+    if adapters:  # candidates are adapters: only methods whose merge is one
+        check_exact_methods([m.method for m in space.methods])
     # Opening and hashing the inputs first checks them: a bad model leaves no search folder behind, which a
     # corrected rerun would refuse as a search of other models.
     input_sha256 = hash_inputs(base, safety, language)  # once per search: every written candidate reuses them
@@ -115,7 +114,7 @@ def prepare(base: str, safety: str, language: str, space: SearchSpace, out: str 
         harmful={c: tuple(p.texts[c] for p in probe.harmful) for c in space.languages},
         benign=benign_texts, benign_language=sets.target, ability_texts=tuple(ability) if ability else benign_texts,
         batch_size=space.batch_size, max_length=space.max_length, keep_weights=space.keep_weights, device=device,
-        input_sha256=input_sha256,
+        input_sha256=input_sha256, adapters=adapters,
     )
 
 
@@ -188,6 +187,23 @@ def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: 
     return rows, cands, scores
 
 
+RECOMMENDED_PLAN, BEST_PLAN = "recommended-plan.yaml", "best-plan.yaml"
+
+
+def hand_back_plans(context: SearchContext, out: Path, recommended: Candidate | None, best: Candidate | None
+                    ) -> tuple[str | None, str | None]:
+    """(recommended-plan.yaml, best-plan.yaml) as written: the recommended plan when a candidate qualifies, else
+    the best one's (the candidate that misses its constraints by least). The other file is removed, so a resumed
+    search never leaves a plan its summary no longer names."""
+    for name in (RECOMMENDED_PLAN, BEST_PLAN):
+        (out / name).unlink(missing_ok=True)
+    if recommended is not None:
+        return str(plan_of(context, recommended).save(out / RECOMMENDED_PLAN)), None
+    if best is not None:
+        return None, str(plan_of(context, best).save(out / BEST_PLAN))
+    return None, None
+
+
 def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
               ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets, judge: JudgeSettings,
               progress: StageProgress | None, notify: Callable[[str], None], clock: StageTimes) -> dict[str, Any]:
@@ -218,10 +234,8 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
                      for c in stage["summary"]["candidates"]} if stage else None
     write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key, models,
                         stage["scores"] if stage else None, stage["models"] if stage else None, judged_labels)
-    plan_file = None
     recommended = cands.get(choice.key) if choice.key else None
-    if recommended is not None:
-        plan_file = str(plan_of(context, recommended).save(out / "recommended-plan.yaml"))
+    plan_file, best_file = hand_back_plans(context, out, recommended, cands.get(choice.best) if choice.best else None)
     final = None
     if space.final is not None:
         targets = tuple(space.languages)
@@ -234,6 +248,9 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         clock.lap("final evaluation")
     summary = {
         "recommended": rows.get(choice.key), "statement": choice.statement, "plan": plan_file,
+        # The plan a search always hands back: the recommended one, else the closest miss with its misses.
+        "best": rows.get(choice.best) if choice.best else None, "best_plan": best_file,
+        "best_misses": choice.misses,
         "recommended_by": "judge" if stage else "probe",
         "pareto_front": front, "candidates": len(rows), "trials": len(trials), "evaluated_this_run": evaluated,
         "models": {role: asdict(s) for role, s in models.items()},
