@@ -107,8 +107,11 @@ def test_counted_reads_rates_and_the_answers_in_the_target_language(tmp_path):
 def test_bad_generation_settings_are_refused_in_one_line():
     from safeswap.search.judged import JudgeSettings, check_judge_settings
 
-    with pytest.raises(SafeswapError, match="a search generates with hf or vllm"):
+    with pytest.raises(SafeswapError, match="a search over full checkpoints generates with hf or vllm"):
+        check_judge_settings(JudgeSettings(backend="openai", base_url="http://127.0.0.1:1/v1"), adapters=False)
+    with pytest.raises(SafeswapError, match="needs the base_url of a `vllm serve BASE --enable-lora` endpoint"):
         check_judge_settings(JudgeSettings(backend="openai"))
+    check_judge_settings(JudgeSettings(backend="openai", base_url="http://127.0.0.1:1/v1"), adapters=True)
     with pytest.raises(SafeswapError, match="unknown judge 'nope'"):
         check_judge_settings(JudgeSettings(judge="nope"))
     for raw, where in (({"generation": {"top": -1}}, "generation.top"), ({"generation": {"tops": 1}}, "generation"),

@@ -73,3 +73,15 @@ def role_model(context, role: str):
     probe = swappable(context.base, context.safety, context.language, context.device)
     probe.load(role_factors(probe.inputs, role))
     return probe.model, probe.tokenizer
+
+
+def load_adapter_model(folder, base: str, device: str | None = None):
+    """A PEFT adapter folder on the base, loaded as the probe loads a model (float32, eval), with the base's
+    tokenizer: the final evaluation's perplexity of an expert or a candidate, from the folder its answers came from."""
+    from peft import PeftModel
+
+    from safeswap.read.sources import resolve_model
+    from safeswap.search.probe import load_model
+
+    model, tokenizer = load_model(resolve_model(base, "base"), device)
+    return PeftModel.from_pretrained(model, str(folder)).base_model.model.eval(), tokenizer

@@ -129,7 +129,7 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
     require_optuna()
     judge = judge or JudgeSettings()
     if space.generation.top or space.final:
-        check_judge_settings(judge)
+        check_judge_settings(judge, adapter_experts(safety, language))
     out = Path(out)
     clock = StageTimes()
     sets = PromptSets(space, multijail, benign)
@@ -204,6 +204,13 @@ def hand_back_plans(context: SearchContext, out: Path, recommended: Candidate | 
     return None, None
 
 
+def replay_command(context: SearchContext, plan_file: str | None) -> str | None:
+    """How the handed-back plan is merged: as an adapter when the experts are adapters (every candidate was one)."""
+    if plan_file is None:
+        return None
+    return f"safeswap merge --plan {plan_file}{' --output adapter' if context.adapters else ''} --out DIR"
+
+
 def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
               ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets, judge: JudgeSettings,
               progress: StageProgress | None, notify: Callable[[str], None], clock: StageTimes) -> dict[str, Any]:
@@ -250,7 +257,7 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         "recommended": rows.get(choice.key), "statement": choice.statement, "plan": plan_file,
         # The plan a search always hands back: the recommended one, else the closest miss with its misses.
         "best": rows.get(choice.best) if choice.best else None, "best_plan": best_file,
-        "best_misses": choice.misses,
+        "best_misses": choice.misses, "replay": replay_command(context, plan_file or best_file),
         "recommended_by": "judge" if stage else "probe",
         "pareto_front": front, "candidates": len(rows), "trials": len(trials), "evaluated_this_run": evaluated,
         "models": {role: asdict(s) for role, s in models.items()},

@@ -1,4 +1,5 @@
-"""Generation with transformers: the model's chat template, left-padded batches, greedy by default."""
+"""Generation with transformers: the model's chat template, left-padded batches, greedy by default; a LoRA adapter
+folder as the model is loaded on its base with PEFT."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import copy
 from typing import Any, Iterator, Sequence
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import (BackendOptions, Conversation, DecodingSettings, Generation,
+                                               adapter_model)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -39,6 +41,12 @@ def choose_dtype(dtype: str, device: str):
     return torch.float32
 
 
+def _has_tokenizer(folder: str) -> bool:
+    from pathlib import Path
+
+    return (Path(folder) / "tokenizer_config.json").is_file()
+
+
 def _decoding(settings: DecodingSettings, torch_dtype) -> dict[str, Any]:
     # dtype changes the numbers, so it belongs to the cache key; batch size does not (by intent).
     return {"backend": HFBackend.name, **settings.as_dict(), "dtype": str(torch_dtype).replace("torch.", "")}
@@ -58,6 +66,7 @@ class HFBackend:
         batch_size: int = 16,
         dtype: str = "auto",
         device: str = "auto",
+        adapter_base: str | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,11 +78,21 @@ class HFBackend:
         self.device = choose_device(device)
         self.torch_dtype = choose_dtype(dtype, self.device)
         self.model_name = str(model)
+        # A LoRA adapter folder runs on its base, attached with PEFT (the tokenizer is the adapter's when it has one).
+        adapter = adapter_model(self.model_name, BackendOptions(adapter_base=adapter_base))
+        weights = adapter.base if adapter else self.model_name
+        tokenizer_from = adapter.folder if adapter and _has_tokenizer(adapter.folder) else weights
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_name, revision=revision)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_name, revision=revision, dtype=self.torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_from, revision=revision)
+            self.model = AutoModelForCausalLM.from_pretrained(weights, revision=revision, dtype=self.torch_dtype)
+            if adapter:
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, adapter.folder)
         except (OSError, ValueError) as exc:
             raise SafeswapError(f"cannot load model {self.model_name}: {str(exc).splitlines()[0]}") from None
+        except ImportError:
+            raise SafeswapError("a LoRA adapter as the model needs PEFT: pip install peft") from None
         self.model.to(self.device).eval()
         if not self.tokenizer.chat_template:
             raise SafeswapError(f"{self.model_name} has no chat template; safety evaluation needs a chat model")
@@ -88,7 +107,7 @@ class HFBackend:
     @classmethod
     def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "HFBackend":
         return cls(model, settings, revision=options.revision, batch_size=options.batch_size, dtype=options.dtype,
-                   device=options.device)
+                   device=options.device, adapter_base=options.adapter_base)
 
     @classmethod
     def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:
