@@ -15,10 +15,15 @@ probe-screened candidates per hour, and the generation stage (the probe's top ca
 the paper's default and the three models answer `--generate` search-split prompts per set,
 48 new tokens, refusal judge) as judged models per hour. The generation stage runs in the
 search process whoever ran the trials, so the Ray contenders run the probe stage only.
+With --adapters it times instead, in the same run, the probe stage of one in-process search over
+the demo's full experts against one over the LoRA adapters they were trained as (the same search
+space and seed; candidates are then adapters whose factors are swapped into one loaded base,
+nothing merged or written per candidate), and prints both as probe-screened candidates per hour.
 Run from the repository root:
 
   python benchmarks/search_speed.py                   # 6 trials, 16 + 16 probe prompts, top 2 judged on 20 + 20
   python benchmarks/search_speed.py --trials 12 --probe 40 --top 4
+  python benchmarks/search_speed.py --adapters        # full experts against their LoRA adapters, probe stage
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+ADAPTER_DIR = "adapter"  # where the demo keeps each expert's LoRA adapter (safeswap.demo.train.ADAPTER_DIR)
 
 SPACE = """seed: 0
 trials: {trials}
@@ -92,6 +99,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=2, help="probe-ranked candidates judged in the generation stage")
     ap.add_argument("--generate", type=int, default=20, help="harmful and benign prompts each answered per model")
     ap.add_argument("--no-ray", action="store_true", help="time the in-process search only")
+    ap.add_argument("--adapters", action="store_true",
+                    help="probe stage over the full experts against over their LoRA adapters, in-process")
     args = ap.parse_args()
 
     folders = experts(args.cache)
@@ -101,6 +110,14 @@ def main() -> None:
                       encoding="utf-8")
     probe_only.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=0, generate=args.generate),
                           encoding="utf-8")
+    if args.adapters:
+        adapters = (folders[0], folders[1] / ADAPTER_DIR, folders[2] / ADAPTER_DIR)
+        print(f"experts: {folders[1]} and {folders[2]} (full weights), their {ADAPTER_DIR}/ folders (LoRA)")
+        full = run("full experts", folders, probe_only, args.work / "full", [])
+        lora = run("LoRA experts", adapters, probe_only, args.work / "lora", [])
+        ratio = (lora["candidates"] / lora["probe"]) / (full["candidates"] / full["probe"])
+        print(f"\nLoRA experts against full experts: probe-screened candidates per hour x{ratio:.2f}")
+        return
     run("in-process", folders, config, args.work / "in-process", [])
     if not args.no_ray:
         one = run("ray, 1 worker", folders, probe_only, args.work / "ray-1",

@@ -206,7 +206,7 @@ def test_the_recommendation_follows_the_judge_not_the_probe(tmp_path, monkeypatc
     triple = [str(p) for p in make_triple(tmp_path / "models")]
     judged_labels = []
 
-    def fake_judge(folder, label, prompts, settings, max_new_tokens, batch_size, out, progress=None):
+    def fake_judge(folder, label, prompts, settings, max_new_tokens, batch_size, out, progress=None, adapter_base=None):
         judged_labels.append(label)
         over = 0.0 if label in ("language", "paper-default") else 1.0  # only the paper's default keeps benign answers
         return {"metric": "refusal_rate", "harmful": {"ko": rate(2, 3)}, "harmful_pooled": rate(2, 3),

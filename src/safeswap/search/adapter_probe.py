@@ -59,12 +59,10 @@ def swappable(base: str, safety: str, language: str, device: str | None) -> Swap
     return SwappableAdapter(base, safety, language, device)
 
 
-def candidate_model(context, candidate):
-    """(model, tokenizer) that is the candidate: its plan's factors swapped into the process's base."""
-    from safeswap.search.runner import plan_of
-
+def candidate_model(context, plan):
+    """(model, tokenizer) that is a candidate: its plan's factors swapped into the process's base."""
     probe = swappable(context.base, context.safety, context.language, context.device)
-    probe.load(plan_factors(plan_of(context, candidate), probe.inputs))
+    probe.load(plan_factors(plan, probe.inputs))
     return probe.model, probe.tokenizer
 
 

@@ -67,7 +67,7 @@ def run_final(context: SearchContext, space: SearchSpace, settings: JudgeSetting
 
         def measure(folder) -> dict[str, Any]:
             record = judge_folder(folder, label, prompts, settings, stage.max_new_tokens, stage.batch_size,
-                                  out / FINAL_DIR, progress, context.base if context.adapters else None)
+                                  out / FINAL_DIR, progress, adapter_base=context.base if context.adapters else None)
             return {**record, "perplexity": _perplexity(folder, ability_texts, context)}
 
         def run(cand=cand, label=label) -> dict[str, Any]:

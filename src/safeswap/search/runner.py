@@ -207,7 +207,7 @@ def evaluate(context: SearchContext, candidate: Candidate) -> dict[str, Any]:
         if context.adapters:  # the candidate's factors swapped into this process's loaded base: nothing merged
             from safeswap.search.adapter_probe import candidate_model
 
-            scores = _probe(context, *candidate_model(context, candidate))
+            scores = _probe(context, *candidate_model(context, plan_of(context, candidate)))
         elif fits_in_memory(context):
             tensors: dict = {}
             # The settings' folder names the candidate even in memory, where nothing is written.
