@@ -24,6 +24,7 @@ Run from the repository root:
   python benchmarks/search_speed.py                   # 6 trials, 16 + 16 probe prompts, top 2 judged on 20 + 20
   python benchmarks/search_speed.py --trials 12 --probe 40 --top 4
   python benchmarks/search_speed.py --adapters        # full experts against their LoRA adapters, probe stage
+  python benchmarks/search_speed.py --adapters --recipe quick   # the same on `safeswap demo --quick`'s experts
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ methods:
 """
 
 
-def experts(cache: str | None) -> tuple[Path, Path, Path]:
-    """The demo's base and its two experts (full weights: the search probes experts with transformers),
-    from the cache or trained now (in a child)."""
+def experts(cache: str | None, recipe: str = "full") -> tuple[Path, Path, Path]:
+    """The demo's base and its two experts (full weights; each keeps its LoRA adapter in ADAPTER_DIR/), of the
+    demo's recipe (`safeswap demo --quick` builds the quick ones), from the cache or trained now (in a child)."""
     code = ("import json, sys; from safeswap.demo.experts import build_experts; "
-            "m = build_experts('ko', cache=sys.argv[1] or None, show_progress=False); "
+            "from safeswap.demo.recipes import RECIPES; "
+            "m = build_experts('ko', RECIPES[sys.argv[2]], cache=sys.argv[1] or None, show_progress=False); "
             "print(json.dumps([str(m.base), str(m.safety), str(m.language)]))")
-    out = subprocess.run([sys.executable, "-c", code, cache or ""], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, cache or "", recipe], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"could not prepare the demo's experts:\n{out.stderr[-2000:]}")
     return tuple(Path(p) for p in json.loads(out.stdout.strip().splitlines()[-1]))
@@ -101,9 +103,11 @@ def main() -> None:
     ap.add_argument("--no-ray", action="store_true", help="time the in-process search only")
     ap.add_argument("--adapters", action="store_true",
                     help="probe stage over the full experts against over their LoRA adapters, in-process")
+    ap.add_argument("--recipe", choices=("full", "quick"), default="full",
+                    help="the demo's experts to use: full (the demo's), or quick (`safeswap demo --quick`'s)")
     args = ap.parse_args()
 
-    folders = experts(args.cache)
+    folders = experts(args.cache, args.recipe)
     args.work.mkdir(parents=True, exist_ok=True)
     config, probe_only = args.work / "search.yaml", args.work / "search-probe-only.yaml"
     config.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=args.top, generate=args.generate),
@@ -112,7 +116,8 @@ def main() -> None:
                           encoding="utf-8")
     if args.adapters:
         adapters = (folders[0], folders[1] / ADAPTER_DIR, folders[2] / ADAPTER_DIR)
-        print(f"experts: {folders[1]} and {folders[2]} (full weights), their {ADAPTER_DIR}/ folders (LoRA)")
+        print(f"experts ({args.recipe} recipe): {folders[1]} and {folders[2]} (full weights), their {ADAPTER_DIR}/ "
+              "folders (LoRA)")
         full = run("full experts", folders, probe_only, args.work / "full", [])
         lora = run("LoRA experts", adapters, probe_only, args.work / "lora", [])
         ratio = (lora["candidates"] / lora["probe"]) / (full["candidates"] / full["probe"])
