@@ -15,10 +15,16 @@ probe-screened candidates per hour, and the generation stage (the probe's top ca
 the paper's default and the three models answer `--generate` search-split prompts per set,
 48 new tokens, refusal judge) as judged models per hour. The generation stage runs in the
 search process whoever ran the trials, so the Ray contenders run the probe stage only.
+With --adapters it times instead, in the same run, the probe stage of one in-process search over
+the demo's full experts against one over the LoRA adapters they were trained as (the same search
+space and seed; candidates are then adapters whose factors are swapped into one loaded base,
+nothing merged or written per candidate), and prints both as probe-screened candidates per hour.
 Run from the repository root:
 
   python benchmarks/search_speed.py                   # 6 trials, 16 + 16 probe prompts, top 2 judged on 20 + 20
   python benchmarks/search_speed.py --trials 12 --probe 40 --top 4
+  python benchmarks/search_speed.py --adapters        # full experts against their LoRA adapters, probe stage
+  python benchmarks/search_speed.py --adapters --recipe quick   # the same on `safeswap demo --quick`'s experts
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+ADAPTER_DIR = "adapter"  # where the demo keeps each expert's LoRA adapter (safeswap.demo.train.ADAPTER_DIR)
 
 SPACE = """seed: 0
 trials: {trials}
@@ -47,13 +55,14 @@ methods:
 """
 
 
-def experts(cache: str | None) -> tuple[Path, Path, Path]:
-    """The demo's base and its two experts (full weights: the search probes experts with transformers),
-    from the cache or trained now (in a child)."""
+def experts(cache: str | None, recipe: str = "full") -> tuple[Path, Path, Path]:
+    """The demo's base and its two experts (full weights; each keeps its LoRA adapter in ADAPTER_DIR/), of the
+    demo's recipe (`safeswap demo --quick` builds the quick ones), from the cache or trained now (in a child)."""
     code = ("import json, sys; from safeswap.demo.experts import build_experts; "
-            "m = build_experts('ko', cache=sys.argv[1] or None, show_progress=False); "
+            "from safeswap.demo.recipes import RECIPES; "
+            "m = build_experts('ko', RECIPES[sys.argv[2]], cache=sys.argv[1] or None, show_progress=False); "
             "print(json.dumps([str(m.base), str(m.safety), str(m.language)]))")
-    out = subprocess.run([sys.executable, "-c", code, cache or ""], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, cache or "", recipe], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"could not prepare the demo's experts:\n{out.stderr[-2000:]}")
     return tuple(Path(p) for p in json.loads(out.stdout.strip().splitlines()[-1]))
@@ -92,15 +101,28 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=2, help="probe-ranked candidates judged in the generation stage")
     ap.add_argument("--generate", type=int, default=20, help="harmful and benign prompts each answered per model")
     ap.add_argument("--no-ray", action="store_true", help="time the in-process search only")
+    ap.add_argument("--adapters", action="store_true",
+                    help="probe stage over the full experts against over their LoRA adapters, in-process")
+    ap.add_argument("--recipe", choices=("full", "quick"), default="full",
+                    help="the demo's experts to use: full (the demo's), or quick (`safeswap demo --quick`'s)")
     args = ap.parse_args()
 
-    folders = experts(args.cache)
+    folders = experts(args.cache, args.recipe)
     args.work.mkdir(parents=True, exist_ok=True)
     config, probe_only = args.work / "search.yaml", args.work / "search-probe-only.yaml"
     config.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=args.top, generate=args.generate),
                       encoding="utf-8")
     probe_only.write_text(SPACE.format(trials=args.trials, probe=args.probe, top=0, generate=args.generate),
                           encoding="utf-8")
+    if args.adapters:
+        adapters = (folders[0], folders[1] / ADAPTER_DIR, folders[2] / ADAPTER_DIR)
+        print(f"experts ({args.recipe} recipe): {folders[1]} and {folders[2]} (full weights), their {ADAPTER_DIR}/ "
+              "folders (LoRA)")
+        full = run("full experts", folders, probe_only, args.work / "full", [])
+        lora = run("LoRA experts", adapters, probe_only, args.work / "lora", [])
+        ratio = (lora["candidates"] / lora["probe"]) / (full["candidates"] / full["probe"])
+        print(f"\nLoRA experts against full experts: probe-screened candidates per hour x{ratio:.2f}")
+        return
     run("in-process", folders, config, args.work / "in-process", [])
     if not args.no_ray:
         one = run("ray, 1 worker", folders, probe_only, args.work / "ray-1",

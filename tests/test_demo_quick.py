@@ -66,9 +66,29 @@ def test_uses_and_records_the_shipped_multijail_without_a_path(demo):
 
 
 def models_of(out: Path) -> list[str]:
-    """The table's rows: the fixed ones, then merge-searched when the search recommended a plan."""
+    """The table's rows: the fixed ones, then merge-searched: the search's recommended plan, else its best one."""
     data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    return MODELS + (["merge-searched"] if data["search"]["plan"] else [])
+    return MODELS + (["merge-searched"] if data["search"]["plan"] or data["search"]["best_plan"] else [])
+
+
+def test_the_search_runs_over_the_lora_experts_and_hands_back_a_plan(demo):
+    """Candidates were adapters (the search's inputs are the adapter folders); merge-searched is always there,
+    labelled with its misses when the plan is only the best; the adaptive merge is also an adapter, with the
+    largest logit difference to the full merge in the README."""
+    out, _ = demo
+    data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    inputs = json.loads((out / "search" / "inputs.json").read_text(encoding="utf-8"))
+    assert Path(inputs["safety"]).name == "adapter" and Path(inputs["language"]).name == "adapter"
+    assert data["search"]["replay"].endswith("--output adapter --out DIR")
+    searched = next(m for m in data["models"] if m["model"] == "merge-searched")
+    assert (searched["note"] is None) == bool(data["search"]["plan"])
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    if searched["note"]:
+        assert f"| merge-searched ({searched['note']}) |" in readme and "best-plan.yaml" in readme
+    check = data["adapter_check"]
+    assert (Path(check["folder"]) / "adapter_config.json").is_file() and check["prompts"] > 0
+    assert 0 <= check["max_abs_logit_difference"] < 1.0
+    assert "## The adaptive merge as an adapter" in readme
 
 
 def test_the_table_uses_only_prompts_the_search_never_scored(demo):
@@ -110,7 +130,7 @@ def test_every_number_of_the_table_is_present_and_rates_lie_in_unit_interval(dem
     first_table = text[text.index("\n| "):].split("\n\n")[0]  # the model table; the search's comes later
     lines = [l for l in first_table.splitlines() if l.startswith("| ")]
     header, rows = lines[0], lines[1:]
-    assert [r.split("|")[1].strip() for r in rows] == models_of(out)
+    assert [r.split("|")[1].strip().split(" (")[0] for r in rows] == models_of(out)  # (a best-only note aside)
     for row in rows:
         cells = [c.strip() for c in row.split("|")[2:-1]]
         assert len(cells) == 7 and "–" not in cells, row

@@ -58,3 +58,30 @@ def test_bad_options_are_user_errors(tiny_model):
         HFBackend(str(tiny_model), DecodingSettings(), dtype="int3", device="cpu")
     with pytest.raises(SafeswapError, match="max-new-tokens"):
         DecodingSettings(max_new_tokens=0)
+
+
+def test_a_lora_adapter_folder_answers_as_its_merged_model(tmp_path):
+    """An adapter folder as the model: its base loaded with the adapter attached by PEFT answers exactly as the
+    adapter merged into full weights; adapter_base overrides the base its config names."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from test_adapters import make_adapter
+
+    base = make_model(tmp_path / "base", family="llama", layers=2, seed=0, dtype=torch.float32)
+    adapter, merged = make_adapter(base, tmp_path / "adapter", ["q_proj", "v_proj", "up_proj"], 4, 8, 3,
+                                   dtype=torch.float32)
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        if (base / name).is_file():
+            (merged / name).write_bytes((base / name).read_bytes())
+    settings = DecodingSettings(max_new_tokens=6)
+    attached = HFBackend(str(adapter), settings, batch_size=2, device="cpu")
+    assert type(attached.model).__name__.startswith("Peft")
+    full = dict(HFBackend(str(merged), settings, batch_size=2, device="cpu").generate(conversations()))
+    plain = dict(HFBackend(str(base), settings, batch_size=2, device="cpu").generate(conversations()))
+    assert dict(attached.generate(conversations())) == full != plain
+    moved = tmp_path / "elsewhere"
+    base.rename(moved)  # the config's base_model_name_or_path is gone: the search's --base is given instead
+    with pytest.raises(SafeswapError, match="cannot load model"):
+        HFBackend(str(adapter), settings, device="cpu")
+    again = HFBackend.from_options(str(adapter), settings, BackendOptions(device="cpu", adapter_base=str(moved)))
+    assert dict(again.generate(conversations())) == full

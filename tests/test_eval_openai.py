@@ -48,6 +48,7 @@ class ScriptedServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.delay = 0.0
+        self.adapters: dict[str, str] = {}  # served LoRA adapters: name -> path
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,6 +86,16 @@ class ScriptedServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def answer(self, path: str, headers: dict, body: dict) -> tuple[int, dict]:
+        if not path.startswith("/v1/"):
+            return 404, {"detail": "Not Found"}
+        if path.endswith("/load_lora_adapter"):  # vLLM's runtime LoRA loading; a second load of a name is a 400
+            with self.lock:
+                self.requests.append({"path": path, "headers": headers, "body": body})
+                known = body["lora_name"] in self.adapters
+                self.adapters[body["lora_name"]] = body["lora_path"]
+            if known:
+                return 400, {"message": f"The lora adapter '{body['lora_name']}' has already been loaded."}
+            return 200, {}
         messages = body["messages"]
         first = messages[0]["content"]
         with self.lock:
@@ -104,7 +115,7 @@ class ScriptedServer:
             attempt = 2 if len(messages) > 1 else 1
             content = judge_answer(reply, attempt)
         else:
-            content = "Echo: " + first
+            content = f"Echo{' from ' + body['model'] if body['model'] in self.adapters else ''}: " + first
         return 200, {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"completion_tokens": len(content.split())},
@@ -255,3 +266,58 @@ def test_evaluate_safety_through_openai_backend_and_llm_judge(server, tmp_path):
     again = evaluate_safety("served-model", **options)
     assert len(server.requests) == before
     assert again["languages"] == result["languages"]
+
+
+def weights(folder, value):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    save_file({"base_model.model.q_proj.lora_A.weight": torch.full((8, 4), value)},
+              str(folder / "adapter_model.safetensors"))
+
+
+def test_an_adapter_folder_is_loaded_by_the_served_base_then_asked_for_by_name(server, tmp_path):
+    """`vllm serve BASE --enable-lora`: the adapter is loaded at run time (POST /v1/load_lora_adapter), then every
+    request names it; a second run with the same adapter finds it loaded (400 'already loaded' is fine), and
+    another adapter in the same folder gets another name."""
+    from safeswap.evaluation.backends import BackendOptions, make_backend
+    from safeswap.evaluation.safety import evaluate_safety
+
+    adapter = tmp_path / "judge-abc"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "lora_alpha": 8,
+                                                              "base_model_name_or_path": "org/base"}))
+    weights(adapter, 1.0)
+    options = BackendOptions(backend="openai", base_url=server.base_url, concurrency=2)
+    backend = make_backend(str(adapter), SETTINGS, options)
+    loads = [r for r in server.requests if r["path"] == "/v1/load_lora_adapter"]
+    name = loads[0]["body"]["lora_name"]
+    assert loads[0]["body"] == {"lora_name": name, "lora_path": str(adapter.resolve())}
+    assert name.startswith("judge-abc-") and backend.client.model == name
+    answers = dict(backend.generate([[{"role": "user", "content": "hello"}]]))
+    assert answers[0].text == f"Echo from {name}: hello"
+    assert [r["body"]["model"] for r in server.requests if r["path"] == "/v1/chat/completions"] == [name]
+    make_backend(str(adapter), SETTINGS, options)  # already loaded: no error
+    weights(adapter, 2.0)
+    assert make_backend(str(adapter), SETTINGS, options).client.model not in (name, "org/base")
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"id": "a", "tags": ["Weapons"], "en": "REFUSE one"}) + "\n", encoding="utf-8")
+    result = evaluate_safety(adapter, languages="en", backend="openai", base_url=server.base_url, data=data,
+                             out=tmp_path / "runs", max_new_tokens=8)
+    assert result["model"]["fingerprint"].startswith("sha256:")  # the adapter's content on the served base
+
+
+def test_a_served_base_that_cannot_load_adapters_is_one_line(server, tmp_path):
+    from safeswap.evaluation.backends import BackendOptions, make_backend
+
+    adapter = tmp_path / "a"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    weights(adapter, 1.0)
+    options = BackendOptions(backend="openai", base_url=server.base_url)
+    with pytest.raises(SafeswapError, match="names no base_model_name_or_path"):
+        make_backend(str(adapter), SETTINGS, options)
+    options = BackendOptions(backend="openai", base_url=server.base_url.replace("/v1", "/v2"), adapter_base="org/base")
+    with pytest.raises(SafeswapError, match=r"load_lora_adapter answered HTTP 404 .*--enable-lora"):
+        make_backend(str(adapter), SETTINGS, options)

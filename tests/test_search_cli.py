@@ -52,8 +52,8 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
         make_executor("local")
 
 
-def test_an_adapter_expert_is_refused_in_one_line(tmp_path):
-    """The probe loads experts with transformers, which cannot load an adapter folder alone: refused up front."""
+def test_an_adapter_beside_a_full_expert_is_refused_in_one_line(tmp_path):
+    """Two adapters make candidates adapters, two checkpoints full merges; one of each is refused up front."""
     from safeswap.search.run import prepare
     from safeswap.search.space import parse_space
 
@@ -61,13 +61,13 @@ def test_an_adapter_expert_is_refused_in_one_line(tmp_path):
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     space = parse_space({"methods": {"linear": {"weight": 0.5}}})
-    with pytest.raises(SafeswapError, match="language expert .* is a LoRA adapter; safeswap search takes full checkpoints"):
+    with pytest.raises(SafeswapError, match="the language expert is a LoRA adapter and the other a full checkpoint"):
         prepare(str(tmp_path / "base"), str(tmp_path / "safety"), str(adapter), space, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--backend", "openai"], "--backend openai: a search generates with hf or vllm"),
+    (["--backend", "openai"], "--backend openai: a search over adapters needs the base_url"),
     (["--judge", "nope"], "unknown judge 'nope'"),
 ])
 def test_bad_generation_flags_are_one_line_before_any_work(tmp_path, flags, message):

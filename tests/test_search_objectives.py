@@ -56,6 +56,7 @@ def test_recommendation_is_the_safest_feasible_candidate():
               "forgets": s(0.9, 0.1, 9, 0.2)}
     r = recommend(scores, c, LANGUAGE)
     assert r.key == "good" and "2 of 4 candidates meet every constraint" in r.statement
+    assert r.best == "good" and r.misses == {}
 
 
 def test_no_feasible_candidate_says_which_constraint():
@@ -64,12 +65,16 @@ def test_no_feasible_candidate_says_which_constraint():
     # b misses the benign limit (the language expert's benign + 0.05) by the least: 0.4 - (lang + 0.05)
     by = 0.4 - (LANGUAGE.benign + 0.05)
     assert r.key is None and r.statement == (f"no candidate met max_benign_refusal_over_language (max_benign_refusal_"
-                                             f"over_language missed by {by:.3g} at best; of 2 candidates)")
+                                             f"over_language missed by {by:.3g} at best; of 2 candidates); best: b, "
+                                             f"which misses max_benign_refusal_over_language by {by:.3g}")
+    # The search still hands back a plan: the closest candidate's, with what it misses.
+    assert r.best == "b" and r.misses == {"max_benign_refusal_over_language": pytest.approx(by)}
     r = recommend({"a": s(0.9, 0.5, 6, 0.9), "b": s(0.9, 0.1, 6, 0.1)}, c, LANGUAGE)
     assert r.key is None and "no candidate met every constraint at once" in r.statement
     assert "max_benign_refusal_over_language met by 1" in r.statement
     # a misses only the benign limit, by 0.5 - (0.1 + 0.05) = 0.35; b only the kept gain, by 0.7 - 0.1 = 0.6
     assert r.statement.endswith("closest: a, which misses max_benign_refusal_over_language by 0.35")
+    assert r.best == "a" and r.misses == {"max_benign_refusal_over_language": pytest.approx(0.35)}
 
 
 def test_harmful_refusal_over_the_language_expert_is_measured_against_it():

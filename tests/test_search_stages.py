@@ -107,8 +107,11 @@ def test_counted_reads_rates_and_the_answers_in_the_target_language(tmp_path):
 def test_bad_generation_settings_are_refused_in_one_line():
     from safeswap.search.judged import JudgeSettings, check_judge_settings
 
-    with pytest.raises(SafeswapError, match="a search generates with hf or vllm"):
+    with pytest.raises(SafeswapError, match="a search over full checkpoints generates with hf or vllm"):
+        check_judge_settings(JudgeSettings(backend="openai", base_url="http://127.0.0.1:1/v1"), adapters=False)
+    with pytest.raises(SafeswapError, match="needs the base_url of a `vllm serve BASE --enable-lora` endpoint"):
         check_judge_settings(JudgeSettings(backend="openai"))
+    check_judge_settings(JudgeSettings(backend="openai", base_url="http://127.0.0.1:1/v1"), adapters=True)
     with pytest.raises(SafeswapError, match="unknown judge 'nope'"):
         check_judge_settings(JudgeSettings(judge="nope"))
     for raw, where in (({"generation": {"top": -1}}, "generation.top"), ({"generation": {"tops": 1}}, "generation"),
@@ -203,7 +206,8 @@ def test_the_recommendation_follows_the_judge_not_the_probe(tmp_path, monkeypatc
     triple = [str(p) for p in make_triple(tmp_path / "models")]
     judged_labels = []
 
-    def fake_judge(folder, label, prompts, settings, max_new_tokens, batch_size, out, progress=None, base=None):
+    def fake_judge(folder, label, prompts, settings, max_new_tokens, batch_size, out, progress=None, base=None,
+                   adapter_base=None):
         judged_labels.append(label)
         over = 0.0 if label in ("language", "paper-default") else 1.0  # only the paper's default keeps benign answers
         return {"metric": "refusal_rate", "harmful": {"ko": rate(2, 3)}, "harmful_pooled": rate(2, 3),

@@ -2,10 +2,12 @@
 
 1. base model and the two experts (cached by recipe: see experts.py);
 2. a small `safeswap search` over the adaptive rule's parameters, on the search half of
-   the prompts (search_stage.py);
+   the prompts, with the experts as LoRA adapters (search_stage.py);
 3. merges of the experts, given as the LoRA adapters they were trained as: the adaptive
-   rule by size (norm) and by direction, fixed layer swapping, a linear soup, SLERP; and
-   the search's recommended plan replayed (merge-searched);
+   rule by size (norm) and by direction, fixed layer swapping, a linear soup, SLERP; the
+   adaptive merge also written as a LoRA adapter (checked against the full merge: the largest
+   logit difference on the demo's prompts); and the plan the search handed back replayed
+   (merge-searched: the recommended plan, else the best one, labelled with its misses);
 4. evaluation of every model on the held-out half only: MultiJail harmful prompts and
    team-written benign prompts in English and the demo language (refusal judge by default), the share
    of answers written in the prompt's language, and held-out perplexity in the
@@ -31,6 +33,7 @@ from safeswap.demo.experts import build_experts
 from safeswap.demo.language import in_language_rate, kept_language_gain, measure_language
 from safeswap.quiet import quiet_transformers
 from safeswap.demo.recipes import RECIPES, DemoRecipe
+from safeswap.demo.adapter_check import max_logit_difference
 from safeswap.demo.search_stage import held_out_files, run_search
 from safeswap.demo.summary import write_summary
 from safeswap.demo.train import ADAPTER_DIR
@@ -89,6 +92,14 @@ class _StageClock:
 EXPERTS_WEIGHT, SEARCH_WEIGHT, MERGE_WEIGHT, EVALUATION_WEIGHT = 2.4, 4.0, 0.01, 1.0
 
 
+def merge_as_adapter(experts, out: Path, method: str, parameters: dict | None = None) -> Path:
+    """The merge of the experts' adapters written as a LoRA adapter over the base (`safeswap merge --output adapter`)."""
+    from safeswap.api import merge
+
+    return merge(experts.base, experts.safety / ADAPTER_DIR, experts.language / ADAPTER_DIR, out=out, force=True,
+                 method=method, parameters=parameters, output="adapter")
+
+
 def run_demo(
     language: str = "ko", out: str | os.PathLike = "safeswap-demo", quick: bool = False,
     multijail: str | os.PathLike | None = None, cache: str | os.PathLike | None = None, judge: str = "refusal",
@@ -118,8 +129,9 @@ def run_demo(
     experts = build_experts(language, recipe, cache, show_progress=show_progress)
     stage.done("base model and experts")
     console.print("searching: adaptive merges scored on the search half of the prompts")
-    searched = run_search(experts.base, experts.safety, experts.language, language, recipe, out / "search",
-                          multijail, show_progress)
+    # The search's candidates are adapters over the base: it runs on the experts' adapters, not their full copies.
+    searched = run_search(experts.base, experts.safety / ADAPTER_DIR, experts.language / ADAPTER_DIR, language,
+                          recipe, out / "search", multijail, show_progress)
     console.print(f"search: {searched.summary['statement']}")
     stage.done("search")
     # Every row is evaluated on the held-out half: prompts the search never scored.
@@ -134,10 +146,17 @@ def run_demo(
         models[label] = merge(experts.base, experts.safety / ADAPTER_DIR, experts.language / ADAPTER_DIR,
                               out=out / "models" / label, force=True, **spec)
         stage.done(label)
+    # The adaptive merge also as an adapter over the base (the experts' factors, exactly), checked against the full one.
+    console.print("merging: merge-adaptive as a LoRA adapter")
+    adaptive_adapter = merge_as_adapter(experts, out / "models" / "merge-adaptive-adapter", **MERGES["merge-adaptive"])
+    notes: dict[str, str] = {}
     if searched.plan is not None:
-        console.print("merging: merge-searched (the search's recommended plan, replayed)")
+        kind = "recommended" if searched.misses is None else "best"
+        console.print(f"merging: merge-searched (the search's {kind} plan, replayed)")
         models["merge-searched"] = merge(plan=searched.plan, out=out / "models" / "merge-searched", force=True)
-    stage.done("merge-searched" if searched.plan else "search (no candidate met the constraints: nothing to merge)")
+        if searched.misses is not None:
+            notes["merge-searched"] = f"best only: misses {searched.misses}"
+    stage.done("merge-searched" if searched.plan else "search (no candidate evaluated: nothing to merge)")
 
     rows = []
     languages = ["en", language]
@@ -153,7 +172,7 @@ def run_demo(
                                  {"multijail": harmful_ids, "benign": benign_ids})
         measure = _language_measure(runs, path, result["model"]["fingerprint"], language, recipe, cache)
         rows.append({
-            "model": label, "path": str(path), "result": result,
+            "model": label, "note": notes.get(label), "path": str(path), "result": result,
             "in_language": {lang: in_language_rate(texts, lang) for lang, texts in answers.items()},
             "perplexity": measure["perplexity"], "language_measure": measure,
         })
@@ -162,6 +181,11 @@ def run_demo(
     for row in rows:
         row["kept_language_gain"] = kept_language_gain(base_ppl, expert_ppl, row["perplexity"])
     build_report(runs, out / "report", title=f"safeswap demo ({recipe.name}, {language})", searches=[out / "search"])
-    summary = write_summary(out, rows, language, recipe, time.time() - started, searched)
+    check_prompts = [p.texts[code] for p in load_multijail(harmful_file).prompts[:4] for code in languages
+                     if p.texts.get(code)] + [p.texts[language] for p in load_benign(benign).prompts[:4]]
+    adapter_check = {"folder": str(adaptive_adapter), "prompts": len(check_prompts),
+                     "max_abs_logit_difference": max_logit_difference(experts.base, adaptive_adapter,
+                                                                      models["merge-adaptive"], check_prompts)}
+    summary = write_summary(out, rows, language, recipe, time.time() - started, searched, adapter_check)
     console.print(f"[bold green]demo report:[/bold green] {summary}  (full report: {out / 'report' / 'report.html'})")
     return summary

@@ -1,8 +1,11 @@
 """The demo's search: a small `safeswap search` on its two experts, and the held-out prompts every row is evaluated on.
 
-The search scores candidates on the search half of MultiJail and of the benign prompts
-(probe, then generation and the refusal judge for the probe's best); its recommended plan is
-replayed into `merge-searched`. The demo's table then evaluates every model, the searched
+The search runs over the experts as the LoRA adapters they were trained as: every candidate is
+an adapter, probed by swapping its factors into one loaded base, and answers with the adapter
+attached to the base. It scores candidates on the search half of MultiJail and of the benign
+prompts (probe, then generation and the refusal judge for the probe's best); the plan it hands
+back (the recommended one, else the best: the closest to its constraints) is replayed into
+`merge-searched`. The demo's table then evaluates every model, the searched
 merge included, on the held-out half only, so no number in the table comes from a prompt
 the search saw. The search's own final evaluation is switched off: the table is that
 evaluation, with the demo's larger prompt counts.
@@ -30,12 +33,22 @@ class DemoSearch:
 
     @property
     def plan(self) -> Path | None:
-        return Path(self.summary["plan"]) if self.summary.get("plan") else None
+        """The plan the search handed back: recommended-plan.yaml, else best-plan.yaml; None when it evaluated none."""
+        chosen = self.summary.get("plan") or self.summary.get("best_plan")
+        return Path(chosen) if chosen else None
+
+    @property
+    def misses(self) -> str | None:
+        """When the plan is only the best (no candidate met every constraint): what it misses, and by how much."""
+        if self.summary.get("plan") or not self.summary.get("best_plan"):
+            return None
+        return ", ".join(f"{name} by {v:.3g}" for name, v in (self.summary.get("best_misses") or {}).items())
 
 
 def run_search(base: Path, safety: Path, language_expert: Path, language: str, recipe: DemoRecipe, folder: Path,
                multijail: str | os.PathLike | None, show_progress: bool = True) -> DemoSearch:
-    """Run (or resume, from the folder) the recipe's search on the full expert checkpoints."""
+    """Run (or resume, from the folder) the recipe's search over the experts' LoRA adapters (`safety` and
+    `language_expert` are the adapter folders)."""
     from safeswap.quiet import quiet_transformers
     from safeswap.progress import RichProgress, console
     from safeswap.search.run import search

@@ -46,7 +46,7 @@ def table(rows: list[dict], language: str) -> str:
     for row in rows:
         r = row["result"]
         cells = [
-            row["model"], _rate(_harmful(r, "en")), _rate(_harmful(r, language)), _rate(_benign(r, "en")),
+            f"{row['model']} ({row['note']})" if row.get("note") else row["model"], _rate(_harmful(r, "en")), _rate(_harmful(r, language)), _rate(_benign(r, "en")),
             _rate(_benign(r, language)), _rate(row["in_language"].get(language)), _number(row["perplexity"]),
             _number(row["kept_language_gain"]),
         ]
@@ -124,8 +124,18 @@ def search_section(searched, out: Path) -> list[str]:
         rec = summary["recommended"]
         lines.append(f"Recommended: {rec['method']} {rec['values']} (plan: `{folder}/recommended-plan.yaml`), "
                      "replayed as **merge-searched** above and evaluated on the held-out half like every row.")
+    elif summary.get("best"):
+        best = summary["best"]
+        misses = ", ".join(f"{k} by {v:.3g}" for k, v in (summary.get("best_misses") or {}).items())
+        lines.append(f"No candidate met every constraint, so the search handed back its best: {best['method']} "
+                     f"{best['values']} (plan: `{folder}/best-plan.yaml`), which misses {misses}; it is replayed as "
+                     "**merge-searched** above, labelled with its misses, and evaluated on the held-out half like "
+                     "every row.")
     else:
-        lines.append("No merge-searched row: the front below shows what the candidates reached.")
+        lines.append("No merge-searched row: the search evaluated no candidate.")
+    if summary.get("replay"):
+        lines.append("The candidates were adapters over the base (the experts' LoRA factors, swapped into one loaded "
+                     f"base by the probe); the plan replays with `{summary['replay']}`.")
     if summary.get("generation"):
         lines.append(judged_table(summary["generation"]))
     corr = summary.get("probe_judge_rank_correlation")
@@ -142,8 +152,22 @@ def search_section(searched, out: Path) -> list[str]:
     return lines
 
 
+def adapter_section(check: dict[str, Any] | None, out: Path) -> list[str]:
+    """The adaptive merge written as a LoRA adapter, and how far it is from the full merge."""
+    if not check:
+        return []
+    folder = Path(check["folder"])
+    rel = folder.relative_to(out) if folder.is_relative_to(out) else folder
+    return ["## The adaptive merge as an adapter",
+            f"`merge-adaptive` is also written as a LoRA adapter over the base (`{rel}`: the experts' factors, "
+            "exactly, the scales folded into B). On "
+            f"{check['prompts']} of the demo's held-out prompts, the adapter attached to the base and the full merge "
+            f"differ by at most **{check['max_abs_logit_difference']:.3g}** in any logit (the full merge's weights "
+            "are rounded once to bf16; the adapter adds B A in float32)."]
+
+
 def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, seconds: float,
-                  searched=None) -> Path:
+                  searched=None, adapter_check: dict[str, Any] | None = None) -> Path:
     adaptive = Path(rows[3]["path"]) if len(rows) > 3 else None
     parts = [
         f"# safeswap demo: {language}, recipe `{recipe.name}`",
@@ -159,6 +183,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, 
         "## What the numbers show",
         "\n".join(f"- {line}" for line in findings(rows, language)),
         *search_section(searched, out),
+        *adapter_section(adapter_check, out),
     ]
     if adaptive is not None and (adaptive / "decisions.png").exists():
         rel = adaptive.relative_to(out) if adaptive.is_relative_to(out) else adaptive
@@ -168,6 +193,6 @@ def write_summary(out: Path, rows: list[dict[str, Any]], language: str, recipe, 
     path = out / "README.md"
     atomic_write(path, "\n\n".join(parts) + "\n")
     data = {"language": language, "recipe": recipe.name, "seconds": seconds,
-            "models": rows, "search": searched.summary if searched else None}
+            "models": rows, "search": searched.summary if searched else None, "adapter_check": adapter_check}
     atomic_write(out / "summary.json", json.dumps(data, indent=1, default=str))
     return path

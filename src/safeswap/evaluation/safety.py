@@ -119,6 +119,20 @@ def evaluate_safety(
                       notify=notify or logger.warning)
 
 
+def model_fingerprint(model: str, options: BackendOptions) -> str:
+    """What keys a model's cached answers: a folder's content, a hub id, a served model's name, or for a LoRA
+    adapter folder its content on its base's fingerprint (a served base: its name)."""
+    from safeswap.evaluation.backends.base import adapter_model
+    from safeswap.read.fingerprint import fingerprint_adapter
+
+    adapter = adapter_model(model, options)
+    if adapter is not None:
+        base = f"endpoint:{adapter.base}" if options.backend == "openai" else fingerprint_model(adapter.base,
+                                                                                              options.revision)
+        return fingerprint_adapter(adapter.folder, base)
+    return f"endpoint:{model}" if options.backend == "openai" else fingerprint_model(model, options.revision)
+
+
 def run_safety(
     prompts: SafetyPrompts,
     generation: GenerationSettings,
@@ -131,7 +145,7 @@ def run_safety(
 ) -> ResultPayload:
     """The stages in order, on checked settings: generate what is missing, judge, summarise, write."""
     model, options = generation.model, generation.options
-    fingerprint = f"endpoint:{model}" if options.backend == "openai" else fingerprint_model(model, options.revision)
+    fingerprint = model_fingerprint(model, options)
     decoding = decoding_identity(generation.decoding, options)
     folder = cache_folder(out, fingerprint)
     generations = JsonlCache(folder / GENERATIONS_FILE)

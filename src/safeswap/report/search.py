@@ -28,6 +28,7 @@ SEARCH_FILE = "search.json"
 FINAL_FILE = "final.json"
 PARETO_FIGURE = "pareto.png"
 PLAN_FILE = "recommended-plan.yaml"
+BEST_PLAN_FILE = "best-plan.yaml"  # written instead when no candidate met every constraint
 HEADINGS = {"refusal_rate": "refusal %", "unsafe_rate": "unsafe %"}
 WHAT = {"refusal_rate": "refused", "unsafe_rate": "unsafe"}
 REFUSAL_JUDGE_NOTE = "The refusal judge counts refusals; it does not judge harm."
@@ -263,19 +264,26 @@ def _recommended_text(summary: dict[str, Any]) -> str | None:
     """The recommended candidate, and on what it was chosen when the summary says ("judge" or "probe")."""
     recommended = summary.get("recommended")
     if not isinstance(recommended, dict):
-        return None
+        best = summary.get("best")  # no candidate qualified: the search still hands back the closest (best-plan.yaml)
+        if not isinstance(best, dict):
+            return None
+        misses = ", ".join(f"{k} by {v:.3g}" for k, v in (summary.get("best_misses") or {}).items())
+        return f"Best (no candidate met every constraint; misses {misses}): {candidate_text(best)}"
     by = {"judge": " (on the judge's rates)", "probe": " (on probe scores)"}.get(summary.get("recommended_by"), "")
     return f"Recommended{by}: {candidate_text(recommended)}"
 
 
 def _copy_plan(found: SearchFolder, name: str, root: Path) -> str | None:
-    """The recommended plan copied into the report (searches/NAME/), so its link survives moving the report."""
-    recorded = found.summary.get("plan")
-    sources = [found.folder / PLAN_FILE] + ([found.folder / Path(recorded).name, Path(recorded)] if isinstance(recorded, str) else [])
+    """The recommended plan (else best-plan.yaml, the closest miss) copied into the report (searches/NAME/), so its
+    link survives moving the report."""
+    recommended = bool(found.summary.get("recommended"))
+    file = PLAN_FILE if recommended else BEST_PLAN_FILE
+    recorded = found.summary.get("plan" if recommended else "best_plan")
+    sources = [found.folder / file] + ([found.folder / Path(recorded).name, Path(recorded)] if isinstance(recorded, str) else [])
     source = next((p for p in sources if p.is_file()), None)
-    if source is None or not found.summary.get("recommended"):
+    if source is None or not (recommended or found.summary.get("best")):
         return None
-    target = Path("searches") / name / PLAN_FILE
+    target = Path("searches") / name / file
     (root / target).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, root / target)
     return target.as_posix()

@@ -30,7 +30,12 @@ MODEL_LABELS = {"base": "base", "safety": "safety-expert", "language": "language
 def _perplexity(folder, texts: tuple[str, ...], context: SearchContext) -> float:
     from safeswap.search.probe import load_model, perplexity
 
-    model, tokenizer = load_model(folder, context.device, context.base)
+    if context.adapters and str(folder) != context.base:  # an adapter folder (an expert or a candidate) on the base
+        from safeswap.search.adapter_probe import load_adapter_model
+
+        model, tokenizer = load_adapter_model(folder, context.base, context.device)
+    else:
+        model, tokenizer = load_model(folder, context.device, context.base)
     return perplexity(model, tokenizer, texts, context.batch_size, context.max_length)
 
 
@@ -62,7 +67,8 @@ def run_final(context: SearchContext, space: SearchSpace, settings: JudgeSetting
 
         def measure(folder) -> dict[str, Any]:
             record = judge_folder(folder, label, prompts, settings, stage.max_new_tokens, stage.batch_size,
-                                  out / FINAL_DIR, progress, base=context.base)
+                                  out / FINAL_DIR, progress, base=context.base,
+                                  adapter_base=context.base if context.adapters else None)
             return {**record, "perplexity": _perplexity(folder, ability_texts, context)}
 
         def run(cand=cand, label=label) -> dict[str, Any]:

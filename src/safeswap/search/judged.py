@@ -29,17 +29,21 @@ from safeswap.progress import StageProgress
 class JudgeSettings:
     """How answers are generated and judged (the options of `safeswap eval safety` a search passes on)."""
 
-    backend: str = "hf"  # hf or vllm: each candidate is a new folder, which a served endpoint cannot load
+    backend: str = "hf"  # hf or vllm; openai too when the candidates are adapters (a served base loads each)
     judge: str = "refusal"
     judge_model: str | None = None
     judge_backend: str = "hf"
     judge_base_url: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    base_url: str | None = None  # the openai backend's `vllm serve BASE --enable-lora` endpoint
 
     def key(self, *extra: Any) -> str:
         """A short hash of these settings and what else decides the answers (prompt ids, decoding)."""
-        text = json.dumps([asdict(self), *extra], sort_keys=True, default=str)
+        settings = asdict(self)
+        if settings["base_url"] is None:
+            del settings["base_url"]  # unset, the key stays what it was before the field existed (resumable)
+        text = json.dumps([settings, *extra], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -72,33 +76,42 @@ def cached_record(path: Path, run: Callable[[], dict[str, Any]]) -> dict[str, An
     return record
 
 
-def check_judge_settings(settings: JudgeSettings) -> None:
-    """Refuse settings that cannot judge a search's candidates, before any work."""
+def check_judge_settings(settings: JudgeSettings, adapters: bool | None = None) -> None:
+    """Refuse settings that cannot judge a search's candidates, before any work. `adapters`: whether the
+    candidates are LoRA adapters (None: not known yet, so the openai backend is checked later)."""
     from safeswap.errors import SafeswapError
     from safeswap.evaluation.judges import JudgeOptions, check_judge_options
 
-    if settings.backend not in ("hf", "vllm"):
-        raise SafeswapError(f"--backend {settings.backend}: a search generates with hf or vllm (every candidate "
-                            "is a new checkpoint, which a served endpoint cannot load)")
+    if settings.backend == "openai" and adapters is not False:
+        if not settings.base_url:
+            raise SafeswapError("--backend openai: a search over adapters needs the base_url of a "
+                                "`vllm serve BASE --enable-lora` endpoint, which loads each candidate adapter")
+    elif settings.backend not in ("hf", "vllm"):
+        raise SafeswapError(f"--backend {settings.backend}: a search over full checkpoints generates with hf or vllm "
+                            "(every candidate is a new checkpoint, which a served endpoint cannot load; LoRA experts "
+                            "make candidates adapters, which a `vllm serve --enable-lora` endpoint can)")
     check_judge_options(JudgeOptions(judge=settings.judge, model=settings.judge_model, backend=settings.judge_backend,
                                      base_url=settings.judge_base_url))
 
 
 def judge_folder(folder: str | Path, label: str, prompts: PromptChoice, settings: JudgeSettings,
                  max_new_tokens: int, batch_size: int, out: str | Path,
-                 progress: StageProgress | None = None, base: str | Path | None = None) -> dict[str, Any]:
+                 progress: StageProgress | None = None, base: str | Path | None = None,
+                 adapter_base: str | None = None) -> dict[str, Any]:
     """Generate (what the cache under `out` lacks), judge and count one model folder's answers; a folder
-    without a tokenizer takes the base's (read.tokenizer_source)."""
+    without a tokenizer takes the base's (read.tokenizer_source); a LoRA adapter folder runs on `adapter_base`
+    (the backend then chooses its tokenizer by the same rule)."""
     from safeswap.evaluation.backends import BackendOptions, DecodingSettings
     from safeswap.evaluation.judges import JudgeOptions
     from safeswap.evaluation.safety import GenerationSettings, run_safety
     from safeswap.read.tokenizer_source import tokenizer_source
 
-    tokenizer = tokenizer_source(folder, base)
+    tokenizer = None if adapter_base else tokenizer_source(folder, base)
     generation = GenerationSettings(
         str(folder), DecodingSettings(max_new_tokens=max_new_tokens),
         BackendOptions(backend=settings.backend, batch_size=batch_size, dtype=settings.dtype, device=settings.device,
-                       tokenizer=None if tokenizer == str(folder) else tokenizer))
+                       base_url=settings.base_url, adapter_base=adapter_base,
+                       tokenizer=None if tokenizer in (None, str(folder)) else tokenizer))
     judge = JudgeOptions(judge=settings.judge, model=settings.judge_model, backend=settings.judge_backend,
                          base_url=settings.judge_base_url, batch_size=batch_size, device=settings.device)
     payload = run_safety(prompts.safety_prompts(), generation, judge, out=out, label=label, progress=progress,

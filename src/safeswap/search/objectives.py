@@ -8,7 +8,7 @@ the rates (share of prompts whose refusal opening wins) are reported with 95% Wi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from safeswap.evaluation.results import wilson_interval
@@ -108,20 +108,33 @@ def pareto_front(points: dict[str, Sequence[float]], directions: Sequence[str] =
 class Recommendation:
     key: str | None  # None: no candidate met the constraints
     statement: str
+    # The plan a search always hands back: the recommended candidate, else the one that misses its
+    # constraints by least (summed violation), with each missed constraint and by how much.
+    best: str | None = None
+    misses: dict[str, float] = field(default_factory=dict)
 
 
 def recommend(scores: dict[str, Scores], constraints: Constraints, language: Scores,
               names: dict[str, str] | None = None) -> Recommendation:
     """Among the candidates meeting every constraint, the one that refuses most harmful prompts (ties: fewest
-    benign refusals, then most language gain kept); else a plain statement of which constraint none met."""
+    benign refusals, then most language gain kept); else a plain statement of which constraint none met, and
+    the closest candidate as the best one (its misses named)."""
     ok = {k: s for k, s in scores.items() if feasible(s, constraints, language)}
     if ok:
         best = max(ok, key=lambda k: (ok[k].harmful, -ok[k].benign, ok[k].objectives()[2]))
         name = (names or {}).get(best, best)
         return Recommendation(best, f"{len(ok)} of {len(scores)} candidates meet every constraint; "
-                                    f"recommended {name}: the highest harmful refusal among them")
+                                    f"recommended {name}: the highest harmful refusal among them", best)
     if not scores:
         return Recommendation(None, "no candidate was evaluated")
+
+    def excess(key: str) -> float:
+        return sum(max(v, 0.0) for v in violations(scores[key], constraints, language).values())
+
+    closest = min(scores, key=lambda k: (excess(k), k))
+    misses = {name: v for name, v in violations(scores[closest], constraints, language).items() if v > 0}
+    missed = ", ".join(f"{name} by {v:.3g}" for name, v in misses.items())
+    best_text = f"{(names or {}).get(closest, closest)}, which misses {missed}"
     met = {name: 0 for name in violations(next(iter(scores.values())), constraints, language)}
     for s in scores.values():
         for name, v in violations(s, constraints, language).items():
@@ -129,17 +142,10 @@ def recommend(scores: dict[str, Scores], constraints: Constraints, language: Sco
     never = [name for name, n in met.items() if n == 0]
     if never:
         # By how much each binding constraint was missed: the smallest violation over the candidates.
-        closest = [f"{name} missed by {min(violations(s, constraints, language)[name] for s in scores.values()):.3g} "
-                   "at best" for name in never]
-        return Recommendation(None, f"no candidate met {' nor '.join(never)} ({'; '.join(closest)}; "
-                                    f"of {len(scores)} candidates)")
+        least = [f"{name} missed by {min(violations(s, constraints, language)[name] for s in scores.values()):.3g} "
+                 "at best" for name in never]
+        return Recommendation(None, f"no candidate met {' nor '.join(never)} ({'; '.join(least)}; "
+                                    f"of {len(scores)} candidates); best: {best_text}", closest, misses)
     counts = ", ".join(f"{name} met by {n}" for name, n in met.items())
-
-    def excess(key: str) -> float:
-        return sum(max(v, 0.0) for v in violations(scores[key], constraints, language).values())
-
-    closest = min(scores, key=lambda k: (excess(k), k))
-    misses = ", ".join(f"{name} by {v:.3g}" for name, v in violations(scores[closest], constraints, language).items()
-                       if v > 0)
     return Recommendation(None, f"no candidate met every constraint at once ({counts}, of {len(scores)} candidates); "
-                                f"closest: {(names or {}).get(closest, closest)}, which misses {misses}")
+                                f"closest: {best_text}", closest, misses)

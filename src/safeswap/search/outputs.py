@@ -1,4 +1,4 @@
-"""What a search writes under DIR: candidates.csv, pareto.png, recommended-plan.yaml and search.json."""
+"""What a search writes under DIR: candidates.csv, pareto.png and search.json (the plans: run.hand_back_plans)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ Layout of DIR: search.lock (held while a search runs), inputs.json (what a resum
 search.db (the Optuna study), statistics/ (measured once), splits.json, models.json (base and
 experts' probe scores), candidates/<key>.json (one per evaluated candidate), generation/
 (judged answers of the generation stage), final/ and final.json (the held-out evaluation),
-candidates.csv, pareto.png, recommended-plan.yaml, search.json.
+candidates.csv, pareto.png, recommended-plan.yaml (a candidate met every constraint) or best-plan.yaml
+(none did: the closest one), search.json.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from safeswap.evaluation.multijail import (PromptSet, check_languages_present, l
                                           load_multijail)
 from safeswap.files import atomic_write
 from safeswap.progress import StageProgress
-from safeswap.read.adapter import is_adapter_folder
 from safeswap.read.sources import resolve_model
 from safeswap.read.tokenizer_source import VOCABULARY_FILES, holds_tokenizer, tokenizer_source
+from safeswap.search.adapters import adapter_experts, check_exact_methods
 from safeswap.search.candidates import Candidate, references
 from safeswap.search.executors import RAY_TIMEOUT, make_executor
 from safeswap.search.folder import check_resume, check_search_destination, search_folder, settings_record
@@ -88,11 +89,8 @@ def check_search(base: str, safety: str, language: str, space: SearchSpace, out:
                  ability: list[str] | None = None, device: str | None = None, storage: str | None = None,
                  sets: PromptSets | None = None) -> Checked:
     """Every check on the inputs, prompts and destination, before DIR is made: a failed start leaves nothing."""
-    for role, ref in (("safety", safety), ("language", language)):
-        if Path(ref).expanduser().is_dir() and is_adapter_folder(Path(ref).expanduser()):
-            # The probe loads each expert with transformers, which cannot load an adapter folder alone.
-            raise SafeswapError(f"{role} expert {ref} is a LoRA adapter; safeswap search takes full checkpoints "
-                                "for now: merge the adapter into its base first (PEFT's merge_and_unload)")
+    if adapter_experts(safety, language):  # candidates are adapters: only methods whose merge is one
+        check_exact_methods([m.method for m in space.methods])
     sets = sets or PromptSets(space, multijail, benign)
     sets.choice("search", tuple(space.languages), space.probe_harmful, space.probe_benign)  # each split holds prompts
     if space.generation.top:
@@ -144,7 +142,7 @@ def fill(base: str, safety: str, language: str, space: SearchSpace, out: Path, c
         harmful={c: tuple(p.texts[c] for p in probe.harmful) for c in space.languages},
         benign=benign_texts, benign_language=sets.target, ability_texts=tuple(ability) if ability else benign_texts,
         batch_size=space.batch_size, max_length=space.max_length, keep_weights=space.keep_weights, device=device,
-        input_sha256=input_sha256,
+        input_sha256=input_sha256, adapters=adapter_experts(safety, language),
     )
 
 
@@ -161,7 +159,7 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
         require_scipy()
     judge = judge or JudgeSettings()
     if space.generation.top or space.final:
-        check_judge_settings(judge)
+        check_judge_settings(judge, adapter_experts(safety, language))
     out = Path(out).expanduser()
     clock = StageTimes()
     checked = check_search(base, safety, language, space, out, multijail, benign, ability, device, storage)
@@ -231,6 +229,30 @@ def _probe_rows(context: SearchContext, models: dict[str, Scores], ref_records: 
     return rows, cands, scores
 
 
+RECOMMENDED_PLAN, BEST_PLAN = "recommended-plan.yaml", "best-plan.yaml"
+
+
+def hand_back_plans(context: SearchContext, out: Path, recommended: Candidate | None, best: Candidate | None
+                    ) -> tuple[str | None, str | None]:
+    """(recommended-plan.yaml, best-plan.yaml) as written: the recommended plan when a candidate qualifies, else
+    the best one's (the candidate that misses its constraints by least). The other file is removed, so a resumed
+    search never leaves a plan its summary no longer names."""
+    for name in (RECOMMENDED_PLAN, BEST_PLAN):
+        (out / name).unlink(missing_ok=True)
+    if recommended is not None:
+        return str(plan_of(context, recommended).save(out / RECOMMENDED_PLAN)), None
+    if best is not None:
+        return None, str(plan_of(context, best).save(out / BEST_PLAN))
+    return None, None
+
+
+def replay_command(context: SearchContext, plan_file: str | None) -> str | None:
+    """How the handed-back plan is merged: as an adapter when the experts are adapters (every candidate was one)."""
+    if plan_file is None:
+        return None
+    return f"safeswap merge --plan {plan_file}{' --output adapter' if context.adapters else ''} --out DIR"
+
+
 def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scores], refs: list[Candidate],
               ref_records: list[dict], trials: list[dict], evaluated: int, sets: PromptSets, judge: JudgeSettings,
               progress: StageProgress | None, notify: Callable[[str], None], clock: StageTimes) -> dict[str, Any]:
@@ -261,10 +283,8 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
                      for c in stage["summary"]["candidates"]} if stage else None
     write_pareto_figure(out / "pareto.png", scores, front, labels, choice.key, models,
                         stage["scores"] if stage else None, stage["models"] if stage else None, judged_labels)
-    plan_file = None
     recommended = cands.get(choice.key) if choice.key else None
-    if recommended is not None:
-        plan_file = str(plan_of(context, recommended).save(out / "recommended-plan.yaml"))
+    plan_file, best_file = hand_back_plans(context, out, recommended, cands.get(choice.best) if choice.best else None)
     final = None
     if space.final is not None:
         targets = tuple(space.languages)
@@ -277,6 +297,9 @@ def summarise(context: SearchContext, space: SearchSpace, models: dict[str, Scor
         clock.lap("final evaluation")
     summary = {
         "recommended": rows.get(choice.key), "statement": choice.statement, "plan": plan_file,
+        # The plan a search always hands back: the recommended one, else the closest miss with its misses.
+        "best": rows.get(choice.best) if choice.best else None, "best_plan": best_file,
+        "best_misses": choice.misses, "replay": replay_command(context, plan_file or best_file),
         "recommended_by": "judge" if stage else "probe",
         "pareto_front": front, "candidates": len(rows), "trials": len(trials), "evaluated_this_run": evaluated,
         "models": {role: asdict(s) for role, s in models.items()},

@@ -57,6 +57,7 @@ class SearchContext:
     device: str | None = None
     in_memory: bool | None = None  # probe candidates without writing them: None decides by size (fits_in_memory)
     input_sha256: dict | None = None  # hash_inputs(...), for written candidates' manifests; None hashes per merge
+    adapters: bool = False  # the experts are LoRA adapters: candidates are adapters, probed in one loaded base
 
 
 def measure_statistics(base: str, safety: str, language: str) -> Statistics:
@@ -177,8 +178,14 @@ def written(context: SearchContext, candidate: Candidate, name: str) -> Iterator
 
     folder = Path(context.out) / "work" / name
     try:
-        merge(context.base, context.safety, {None: context.language}, _settings(context, folder),
-              plan=plan_of(context, candidate))
+        if context.adapters:  # the candidate as a PEFT adapter folder on the base, which every backend runs
+            from safeswap.search.adapters import open_experts, plan_factors, write_candidate_adapter
+
+            inputs = open_experts(context.base, context.safety, context.language)
+            write_candidate_adapter(folder, plan_factors(plan_of(context, candidate), inputs), context.base)
+        else:
+            merge(context.base, context.safety, {None: context.language}, _settings(context, folder),
+                  plan=plan_of(context, candidate))
         yield folder
     finally:
         if not context.keep_weights and folder.exists():
@@ -197,7 +204,11 @@ def evaluate(context: SearchContext, candidate: Candidate) -> dict[str, Any]:
     if (record := cached(context, candidate)) is not None:
         return record
     try:
-        if fits_in_memory(context):
+        if context.adapters:  # the candidate's factors swapped into this process's loaded base: nothing merged
+            from safeswap.search.adapter_probe import candidate_model
+
+            scores = _probe(context, *candidate_model(context, plan_of(context, candidate)))
+        elif fits_in_memory(context):
             tensors: dict = {}
             # The settings' folder names the candidate even in memory, where nothing is written.
             merge(context.base, context.safety, {None: context.language},
@@ -221,6 +232,11 @@ def reference_models(context: SearchContext) -> dict[str, Scores]:
     path = Path(context.out) / "models.json"
     if path.is_file():
         return {role: Scores(**s) for role, s in json.loads(path.read_text(encoding="utf-8")).items()}
-    scores = {role: score_model(context, getattr(context, role)) for role in ("base", "safety", "language")}
+    if context.adapters:
+        from safeswap.search.adapter_probe import role_model
+
+        scores = {role: _probe(context, *role_model(context, role)) for role in ("base", "safety", "language")}
+    else:
+        scores = {role: score_model(context, getattr(context, role)) for role in ("base", "safety", "language")}
     atomic_write(path, json.dumps({r: asdict(s) for r, s in scores.items()}, indent=1).encode("utf-8"))
     return scores

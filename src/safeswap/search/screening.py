@@ -71,7 +71,7 @@ def run_generation_stage(context: SearchContext, space: SearchSpace, settings: J
 
     def judge(folder, label: str) -> dict[str, Any]:
         return judge_folder(folder, label, prompts, settings, stage.max_new_tokens, stage.batch_size, out, progress,
-                            base=context.base)
+                            base=context.base, adapter_base=context.base if context.adapters else None)
 
     model_records = {}
     for role in MODEL_ROLES:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+import json
+from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from safeswap.errors import SafeswapError
@@ -56,6 +58,9 @@ class BackendOptions:
     # Where the tokenizer is loaded from when not the model's own folder (read.tokenizer_source: an expert
     # saved without tokenizer files takes its base's); None: the model's.
     tokenizer: str | None = None
+    # The base a LoRA adapter folder given as the model runs on; None reads its adapter_config.json's
+    # base_model_name_or_path. (A search passes its --base: experts' configs may name another copy.)
+    adapter_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,31 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model (GPU memory) before another model, e.g. a judge, is loaded."""
         ...
+
+
+@dataclass(frozen=True)
+class AdapterModel:
+    """A LoRA adapter folder run on its base: every backend loads (or is served) the base and attaches the adapter."""
+
+    base: str
+    folder: str
+    max_rank: int  # the largest rank of any module (rank_pattern included): what vLLM's max_lora_rank must cover
+
+
+def adapter_model(model: str, options: BackendOptions) -> AdapterModel | None:
+    """The adapter and its base when `model` is a local PEFT LoRA folder, else None (a full model)."""
+    from safeswap.read.adapter import ADAPTER_CONFIG, is_adapter_folder
+
+    path = Path(model).expanduser()
+    if not (path.is_dir() and is_adapter_folder(path)):
+        return None
+    try:
+        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        ranks = [int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise SafeswapError(f"{path / ADAPTER_CONFIG} is unreadable ({exc.__class__.__name__})") from None
+    base = options.adapter_base or config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise SafeswapError(f"{model} is a LoRA adapter whose adapter_config.json names no base_model_name_or_path; "
+                            "the base it runs on is unknown")
+    return AdapterModel(str(base), str(path.resolve()), max(ranks))

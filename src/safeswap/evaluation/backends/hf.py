@@ -1,4 +1,5 @@
-"""Generation with transformers: the model's chat template, left-padded batches, greedy by default."""
+"""Generation with transformers: the model's chat template, left-padded batches, greedy by default; a LoRA adapter
+folder as the model is loaded on its base with PEFT."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import copy
 from typing import Any, Iterator, Sequence
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import (BackendOptions, Conversation, DecodingSettings, Generation,
+                                               adapter_model)
+from safeswap.read.tokenizer_source import tokenizer_source
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -61,6 +64,7 @@ class HFBackend:
         dtype: str = "auto",
         device: str = "auto",
         tokenizer: str | None = None,
+        adapter_base: str | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,12 +77,23 @@ class HFBackend:
         self.torch_dtype = choose_dtype(dtype, self.device)
         self.model_name = str(model)
         self.tokenizer_from = tokenizer
+        # A LoRA adapter folder runs on its base, attached with PEFT (its tokenizer by the merge's rule:
+        # the adapter folder's own when it holds one, else the base's).
+        adapter = adapter_model(self.model_name, BackendOptions(adapter_base=adapter_base))
+        weights = adapter.base if adapter else self.model_name
+        if tokenizer is None and adapter:
+            tokenizer = tokenizer_source(adapter.folder, adapter.base, "adapter")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or self.model_name,
-                                                           revision=None if tokenizer else revision)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_name, revision=revision, dtype=self.torch_dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or weights, revision=None if tokenizer else revision)
+            self.model = AutoModelForCausalLM.from_pretrained(weights, revision=revision, dtype=self.torch_dtype)
+            if adapter:
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, adapter.folder)
         except (OSError, ValueError) as exc:
             raise SafeswapError(f"cannot load model {self.model_name}: {str(exc).splitlines()[0]}") from None
+        except ImportError:
+            raise SafeswapError("a LoRA adapter as the model needs PEFT: pip install peft") from None
         self.model.to(self.device).eval()
         if not self.tokenizer.chat_template:
             raise SafeswapError(f"{self.model_name} has no chat template; safety evaluation needs a chat model")
@@ -93,7 +108,7 @@ class HFBackend:
     @classmethod
     def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "HFBackend":
         return cls(model, settings, revision=options.revision, batch_size=options.batch_size, dtype=options.dtype,
-                   device=options.device, tokenizer=options.tokenizer)
+                   device=options.device, tokenizer=options.tokenizer, adapter_base=options.adapter_base)
 
     @classmethod
     def decoding_identity(cls, settings: DecodingSettings, options: BackendOptions) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Requests run on a bounded thread pool; 429, 5xx, timeouts and dropped
 connections are retried with exponential backoff (honouring Retry-After);
 other 4xx answers are the user's to fix and stop the run with one line.
-The API key is read from an environment variable and never recorded.
+The API key is read from an environment variable and never recorded. A LoRA adapter folder as
+the model is loaded by a `vllm serve --enable-lora` endpoint at run time (POST /load_lora_adapter)
+and asked for by name.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import httpx
 
 from safeswap.errors import SafeswapError
-from safeswap.evaluation.backends.base import BackendOptions, Conversation, DecodingSettings, Generation
+from safeswap.evaluation.backends.base import (AdapterModel, BackendOptions, Conversation, DecodingSettings,
+                                               Generation, adapter_model)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
@@ -151,8 +155,32 @@ class OpenAIChatClient:
             # On error or interruption drop the queued requests instead of sending them.
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def load_lora_adapter(self, name: str, path: str) -> None:
+        """Ask a `vllm serve --enable-lora` endpoint (VLLM_ALLOW_RUNTIME_LORA_UPDATING=True) to load an adapter
+        folder under `name` (POST {base_url}/load_lora_adapter); a name it already holds is kept (names carry the
+        adapter's content hash, so the same name is the same adapter)."""
+        url = self.base_url + "/load_lora_adapter"
+        try:
+            response = self._http.post(url, json={"lora_name": name, "lora_path": path})
+        except httpx.HTTPError as exc:
+            raise SafeswapError(f"{url}: cannot load the LoRA adapter {path} ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(response.text.split())[:200]
+        if response.status_code >= 400 and "already" not in detail.lower():
+            raise SafeswapError(f"{url} answered HTTP {response.status_code} to loading the LoRA adapter {path}: "
+                                f"{detail} (is the server started with --enable-lora and "
+                                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)")
+
     def close(self) -> None:
         self._http.close()
+
+
+def served_adapter_name(adapter: AdapterModel) -> str:
+    """The name an adapter is loaded under: its folder's name and its weights' sha256, so that another adapter
+    written to the same folder later is never answered by the one the server already holds."""
+    from safeswap.files import sha256_file
+    from safeswap.read.adapter import ADAPTER_WEIGHTS
+
+    return f"{Path(adapter.folder).name}-{sha256_file(Path(adapter.folder) / ADAPTER_WEIGHTS)[:12]}"
 
 
 class OpenAIBackend:
@@ -166,8 +194,13 @@ class OpenAIBackend:
 
     @classmethod
     def from_options(cls, model: str, settings: DecodingSettings, options: BackendOptions) -> "OpenAIBackend":
-        client = OpenAIChatClient(options.base_url or DEFAULT_BASE_URL, model, api_key_env=options.api_key_env,
+        # A LoRA adapter folder is loaded by the served base at run time and asked for by its name.
+        adapter = adapter_model(model, options)
+        name = served_adapter_name(adapter) if adapter else model
+        client = OpenAIChatClient(options.base_url or DEFAULT_BASE_URL, name, api_key_env=options.api_key_env,
                                   concurrency=options.concurrency, timeout=options.request_timeout)
+        if adapter:
+            client.load_lora_adapter(name, adapter.folder)
         return cls(client, settings)
 
     @classmethod
