@@ -136,19 +136,20 @@ def test_an_adapter_search_resumes_without_evaluating_again(adapter_search, monk
 
 
 def test_a_qualifying_candidate_replaces_the_best_plan_with_the_recommended_one(adapter_search, tmp_path):
-    import shutil as sh
-
     from safeswap.search.run import search
 
-    triple, out, _ = adapter_search
-    resumed = tmp_path / "s"
-    sh.copytree(out, resumed)
+    triple, _, _ = adapter_search
+    out = tmp_path / "s"
     space = parse_space({**SPACE, "constraints": {"max_benign_refusal_over_language": None,
                                                   "min_kept_language_gain": None}})
-    summary = search(*triple, space, resumed)
-    assert summary["plan"] == str(resumed / "recommended-plan.yaml") and summary["best_plan"] is None
-    assert (resumed / "recommended-plan.yaml").is_file() and not (resumed / "best-plan.yaml").exists()
+    summary = search(*triple, space, out)
+    assert summary["plan"] == str(out / "recommended-plan.yaml") and summary["best_plan"] is None
+    assert (out / "recommended-plan.yaml").is_file() and not (out / "best-plan.yaml").exists()
     assert summary["best"] == summary["recommended"] and summary["best_misses"] == {}
+    # A plan the summary no longer names (left by an earlier run of the folder) is removed on resume.
+    (out / "best-plan.yaml").write_text("stale")
+    again = search(*triple, space, out)
+    assert again["plan"] == summary["plan"] and not (out / "best-plan.yaml").exists()
 
 
 def test_adapter_searches_in_a_pool_and_on_ray_match_in_process(lora, tmp_path):
