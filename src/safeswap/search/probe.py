@@ -9,6 +9,7 @@ prompt). The same module measures held-out perplexity (language ability) with th
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import weakref
@@ -131,10 +132,29 @@ def _last_logits_only(model) -> dict:
     return {}
 
 
+# A shared start of the prompts shorter than this is run with each prompt (a cache copy would cost more).
+MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(contexts: list[list[int]]) -> list[int]:
+    """The tokens every context starts with (a chat template's system prompt: 24 tokens of SmolLM2's), leaving
+    each context at least one token of its own."""
+    if len(contexts) < 2:
+        return []
+    first, n = contexts[0], min(len(c) for c in contexts) - 1
+    for c in contexts[1:]:
+        i = 0
+        while i < n and c[i] == first[i]:
+            i += 1
+        n = i
+    return first[:max(n, 0)]
+
+
 def _opening_logprobs(model, contexts: list[list[int]], conts: list[list[int]], max_length: int) -> list[list[float]]:
     """Mean log-probability of every continuation (its first OPENING_TOKENS tokens) after each context. The
     context runs once and its key/value cache is copied to all continuations, which then run as one batch: the
-    prompt is not run again per opening."""
+    prompt is not run again per opening. The start all contexts share runs once for all of them, each
+    context continuing from a copy of its cache."""
     import torch
 
     device = next(model.parameters()).device
@@ -147,11 +167,21 @@ def _opening_logprobs(model, contexts: list[list[int]], conts: list[list[int]], 
     for i, c in enumerate(conts):
         ids[i, :len(c)] = torch.tensor(c)
     ids = ids.to(device)
+    contexts = [context[-(max_length - longest):] for context in contexts]  # keep the prompt's end, next to the answer
+    prefix = _shared_prefix(contexts)
+    shared = None
+    if len(prefix) >= MIN_SHARED_PREFIX:
+        with torch.no_grad():
+            shared = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **last_only),
+                             keyword)
     rows = []
     for context in contexts:
-        context = context[-(max_length - longest):]  # keep the prompt's end, next to the answer
         with torch.no_grad():
-            first = model(input_ids=torch.tensor([context], device=device), use_cache=True, **last_only)
+            if shared is None:
+                first = model(input_ids=torch.tensor([context], device=device), use_cache=True, **last_only)
+            else:
+                first = model(input_ids=torch.tensor([context[len(prefix):]], device=device), use_cache=True,
+                              **{keyword: copy.deepcopy(shared)}, **last_only)
             cache = getattr(first, keyword)
             cache.batch_repeat_interleave(len(conts))
             rest = model(input_ids=ids, use_cache=False, **{keyword: cache}).logits
