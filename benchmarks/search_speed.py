@@ -25,6 +25,13 @@ Run from the repository root:
   python benchmarks/search_speed.py --trials 12 --probe 40 --top 4
   python benchmarks/search_speed.py --adapters        # full experts against their LoRA adapters, probe stage
   python benchmarks/search_speed.py --adapters --recipe quick   # the same on `safeswap demo --quick`'s experts
+  python benchmarks/search_speed.py --baseline-src ../landed --no-ray   # this build against another, same run
+  python benchmarks/search_speed.py --recipe quick                      # the quick demo's experts (same model)
+
+--baseline-src also times the in-process search from another checkout (its src/ first on
+PYTHONPATH), with the same experts, space and seed, so that a change is measured against
+the code before it in one run. --recipe quick uses the experts `safeswap demo --quick`
+trains (a few minutes): the same 135M model and probe work, weaker experts.
 """
 
 from __future__ import annotations
@@ -68,13 +75,13 @@ def experts(cache: str | None, recipe: str = "full") -> tuple[Path, Path, Path]:
     return tuple(Path(p) for p in json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def run(label: str, folders, config: Path, out: Path, extra: list[str]) -> dict:
+def run(label: str, folders, config: Path, out: Path, extra: list[str], env: dict | None = None) -> dict:
     """One `safeswap search` process; its probe stage (and generation stage, when it ran) per hour."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "safeswap.cli", "search", "--base", str(folders[0]), "--safety", str(folders[1]),
            "--language", str(folders[2]), "--config", str(config), "--out", str(out), *extra]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{label} failed:\n{proc.stderr[-2000:]}")
@@ -89,7 +96,23 @@ def run(label: str, folders, config: Path, out: Path, extra: list[str]) -> dict:
         line += (f" | generation stage {times['generation stage']:6.1f} s, {judged} models judged, "
                  f"{3600 * judged / times['generation stage']:6.1f} per hour")
     print(line, flush=True)
-    return {"label": label, "wall": wall, "probe": probe, "candidates": candidates}
+    return {"label": label, "wall": wall, "probe": probe, "candidates": candidates, "out": out}
+
+
+def against_baseline(ours: dict, baseline_src: Path, folders, config: Path, work: Path) -> None:
+    """The same in-process search from another checkout; its rate beside ours, and whether every candidate
+    scored the same (the cached probe scores of each candidate, both runs)."""
+    env = {**os.environ, "PYTHONPATH": str((baseline_src / "src").resolve())}
+    theirs = run("baseline", folders, config, work / "baseline", [], env)
+    ratio = (ours["candidates"] / ours["probe"]) / (theirs["candidates"] / theirs["probe"])
+    print(f"\nin-process against the baseline checkout: probe-screened candidates per hour x{ratio:.2f}")
+    worst = 0.0
+    for path in sorted((ours["out"] / "candidates").glob("*.json")):
+        other = theirs["out"] / "candidates" / path.name
+        a, b = (json.loads(p.read_text(encoding="utf-8")).get("scores") for p in (path, other))
+        if a and b:
+            worst = max([worst] + [abs(a[k] - b[k]) for k in a if isinstance(a[k], float) and a[k] == a[k]])
+    print(f"largest difference of a candidate's probe score between the two: {worst:.2e}")
 
 
 def main() -> None:
@@ -105,6 +128,7 @@ def main() -> None:
                     help="probe stage over the full experts against over their LoRA adapters, in-process")
     ap.add_argument("--recipe", choices=("full", "quick"), default="full",
                     help="the demo's experts to use: full (the demo's), or quick (`safeswap demo --quick`'s)")
+    ap.add_argument("--baseline-src", type=Path, help="another safeswap checkout to time the in-process search from")
     args = ap.parse_args()
 
     folders = experts(args.cache, args.recipe)
@@ -123,7 +147,9 @@ def main() -> None:
         ratio = (lora["candidates"] / lora["probe"]) / (full["candidates"] / full["probe"])
         print(f"\nLoRA experts against full experts: probe-screened candidates per hour x{ratio:.2f}")
         return
-    run("in-process", folders, config, args.work / "in-process", [])
+    ours = run("in-process", folders, config, args.work / "in-process", [])
+    if args.baseline_src:
+        against_baseline(ours, args.baseline_src, folders, config, args.work)
     if not args.no_ray:
         one = run("ray, 1 worker", folders, probe_only, args.work / "ray-1",
                   ["--ray-address", "local", "--cpus-per-candidate", "2"])

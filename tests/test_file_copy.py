@@ -118,3 +118,18 @@ def test_the_manifest_records_the_written_shards_sha256(triple, tmp_path):
     text = json.dumps(manifest)
     for shard in out.glob("*.safetensors"):
         assert hashlib.sha256(shard.read_bytes()).hexdigest() in text
+
+
+def test_a_full_disk_during_a_kernel_copy_removes_the_partial_output(triple, tmp_path, monkeypatch):
+    from safeswap.errors import SafeswapError
+
+    monkeypatch.setattr(file_copy, "_refused", set())
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(file_copy, "_KERNEL_COPIES", [("copy_file_range", full)])
+    with pytest.raises(SafeswapError, match=r"disk full while writing .*partial output was removed"):
+        safeswap.merge(*triple, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if ".safeswap-tmp-" in p.name]

@@ -205,3 +205,46 @@ def test_the_context_with_hashes_pickles(triple, tmp_path):
     again = pickle.loads(pickle.dumps(context))
     assert again.input_sha256 == context.input_sha256 and again.in_memory is None
     assert again.statistics.tensors == context.statistics.tensors
+
+
+def test_candidates_probed_in_one_process_share_one_model_and_score_as_fresh_loads(triple, tmp_path, monkeypatch):
+    """score_tensors copies each candidate into the model it loaded for the first one; every candidate must
+    still score as its own written folder scores (a fresh load), so no weight of an earlier candidate stays."""
+    context = context_for(triple, tmp_path)
+    runner.release_held_model()
+    loads = []
+    real = runner.load_merged
+    monkeypatch.setattr(runner, "load_merged", lambda *a, **k: loads.append(a) or real(*a, **k))
+    held_scores = []
+    for candidate in CANDIDATES[:3]:
+        plan = plan_of(context, candidate)
+        folder = tmp_path / candidate.method
+        merge(context.base, context.safety, {None: context.language}, WriteSettings(out=folder), plan=plan)
+        tensors: dict = {}
+        merge(context.base, context.safety, {None: context.language}, WriteSettings(out=folder), plan=plan,
+              into=tensors)
+        held = asdict(runner.score_tensors(context, tensors))
+        assert held == pytest.approx(asdict(runner.score_model(context, folder)), abs=1e-5, nan_ok=True)
+        held_scores.append(held["perplexity"])
+    assert len(loads) == 1, "one model for every candidate"
+    assert len(set(held_scores)) == 3, "the candidates differ, so a stale weight would show"
+    runner.release_held_model()
+    assert not runner._held
+
+
+def test_load_into_refuses_tensors_that_are_not_the_models_own(triple, tmp_path):
+    from safeswap.search.probe import load_into, load_merged
+
+    context = context_for(triple, tmp_path)
+    tensors: dict = {}
+    merge(context.base, context.safety, {None: context.language}, WriteSettings(out=tmp_path / "x"),
+          plan=plan_of(context, CANDIDATES[1]), into=tensors)
+    model, _ = load_merged(context.language, dict(tensors))
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    changed = {n: t + 1 for n, t in tensors.items()}
+    assert not load_into(model, {**changed, "stray.weight": torch.zeros(1)})
+    assert not load_into(model, {**changed, "model.norm.weight": torch.zeros(3)})
+    assert not load_into(model, {n: t for n, t in changed.items() if n != "model.norm.weight"})
+    assert all(torch.equal(before[n], t) for n, t in model.state_dict().items()), "a refused load changes nothing"
+    assert load_into(model, changed)
+    assert torch.equal(model.model.norm.weight, changed["model.norm.weight"].float())

@@ -47,16 +47,23 @@ def test_scores_and_perplexity_change_with_the_weights(models):
     assert math.isfinite(pa) and pa > 1 and pa != pytest.approx(pb)
 
 
+# Prompts with a long shared start: the probe runs it once and every prompt on from a copy of its cache.
+SHARED_START = [f"Answer in one short sentence, and be honest about it: {p}" for p in PROMPTS]
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS, SHARED_START], ids=["prompts", "shared-start"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2"])
-def test_the_shared_prompt_cache_gives_the_scores_of_one_full_pass_per_opening(tmp_path, family):
+def test_the_shared_prompt_cache_gives_the_scores_of_one_full_pass_per_opening(tmp_path, family, prompts):
     """The probe runs each prompt once and its openings on the prompt's key/value cache; the score must be the
     one a plain teacher-forced pass of prompt + opening gives, for every opening, on several architectures."""
-    from safeswap.search.probe import OPENING_TOKENS, _prompt_ids
+    from safeswap.search.probe import MIN_SHARED_PREFIX, OPENING_TOKENS, _prompt_ids, _shared_prefix
 
     model, tok = load_model(make_model(tmp_path / family, family=family, seed=1))
+    shared = len(_shared_prefix([_prompt_ids(tok, p) for p in prompts]))
+    assert (shared >= MIN_SHARED_PREFIX) == (prompts is SHARED_START)
     refuse, comply = openings("ko")
     expected = []
-    for prompt in PROMPTS:
+    for prompt in prompts:
         context = _prompt_ids(tok, prompt)
         means = []
         for opening in refuse + comply:
@@ -69,4 +76,4 @@ def test_the_shared_prompt_cache_gives_the_scores_of_one_full_pass_per_opening(t
         r = math.log(sum(math.exp(m) for m in means[:len(refuse)]))
         c = math.log(sum(math.exp(m) for m in means[len(refuse):]))
         expected.append(1.0 / (1.0 + math.exp(c - r)))
-    assert refusal_scores(model, tok, PROMPTS, "ko").scores == pytest.approx(expected, abs=1e-5)
+    assert refusal_scores(model, tok, prompts, "ko").scores == pytest.approx(expected, abs=1e-5)

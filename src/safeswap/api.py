@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from safeswap.decide.methods import get_method, load_plan
-from safeswap.decide.plan_figures import unit_figures
 from safeswap.decide.plan_file import MergePlan, check_choices
 from safeswap.decide.planning import (analyse, analysis_units, build_plan, check_statistics_inputs, method_parameters,
                                      needs_dots)
@@ -47,6 +46,8 @@ def analyze(
     finally:
         inputs.close()
     if out is not None:
+        from safeswap.decide.plan_figures import unit_figures  # matplotlib: only where figures are drawn
+
         units = analysis_units(stats, params)
         save_statistics(stats, out, units, params)
         unit_figures(units, stats.num_layers, out, params)

@@ -9,7 +9,10 @@ prompt). The same module measures held-out perplexity (language ability) with th
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,7 +60,22 @@ class ProbeScore:
         return sum(1 for s in self.scores if s > 0.5)
 
 
+# Prompt token ids per tokenizer: a search probes every candidate on the same prompts with the same tokenizer,
+# and rendering the chat template is pure Python (about 10 ms a prompt).
+_prompt_cache: "weakref.WeakKeyDictionary[object, dict[str, list[int]]]" = weakref.WeakKeyDictionary()
+
+
 def _prompt_ids(tokenizer, text: str) -> list[int]:
+    try:
+        cache = _prompt_cache.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        cache = {}
+    if text not in cache:
+        cache[text] = _render_prompt(tokenizer, text)
+    return list(cache[text])
+
+
+def _render_prompt(tokenizer, text: str) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
         out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                             tokenize=True)
@@ -102,19 +120,47 @@ OPENING_TOKENS = 12  # an opening is scored on its first tokens, where refusal a
 
 def _cache_keyword(model) -> str:
     """transformers renamed `past_key_values` to `cache` (5.x); take whichever this model's forward accepts."""
-    import inspect
-
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _last_logits_only(model) -> dict:
+    """The forward's argument that computes the LM head on the last position only, where the model has one: the
+    prompt's pass needs no other logits, and the head is a fifth of a small model's work per position."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in parameters:
+            return {name: 1}
+    return {}
+
+
+# A shared start of the prompts shorter than this is run with each prompt (a cache copy would cost more).
+MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(contexts: list[list[int]]) -> list[int]:
+    """The tokens every context starts with (a chat template's system prompt: 24 tokens of SmolLM2's), leaving
+    each context at least one token of its own."""
+    if len(contexts) < 2:
+        return []
+    first, n = contexts[0], min(len(c) for c in contexts) - 1
+    for c in contexts[1:]:
+        i = 0
+        while i < n and c[i] == first[i]:
+            i += 1
+        n = i
+    return first[:max(n, 0)]
 
 
 def _opening_logprobs(model, contexts: list[list[int]], conts: list[list[int]], max_length: int) -> list[list[float]]:
     """Mean log-probability of every continuation (its first OPENING_TOKENS tokens) after each context. The
     context runs once and its key/value cache is copied to all continuations, which then run as one batch: the
-    prompt is not run again per opening."""
+    prompt is not run again per opening. The start all contexts share runs once for all of them, each
+    context continuing from a copy of its cache."""
     import torch
 
     device = next(model.parameters()).device
     keyword = _cache_keyword(model)
+    last_only = _last_logits_only(model)
     conts = [c[:min(OPENING_TOKENS, max_length // 2)] for c in conts]
     longest = max(len(c) for c in conts)
     # Right padding needs no attention mask: causal attention never lets a real token see a later pad.
@@ -122,11 +168,21 @@ def _opening_logprobs(model, contexts: list[list[int]], conts: list[list[int]], 
     for i, c in enumerate(conts):
         ids[i, :len(c)] = torch.tensor(c)
     ids = ids.to(device)
+    contexts = [context[-(max_length - longest):] for context in contexts]  # keep the prompt's end, next to the answer
+    prefix = _shared_prefix(contexts)
+    shared = None
+    if len(prefix) >= MIN_SHARED_PREFIX:
+        with torch.no_grad():
+            shared = getattr(model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **last_only),
+                             keyword)
     rows = []
     for context in contexts:
-        context = context[-(max_length - longest):]  # keep the prompt's end, next to the answer
         with torch.no_grad():
-            first = model(input_ids=torch.tensor([context], device=device), use_cache=True)
+            if shared is None:
+                first = model(input_ids=torch.tensor([context], device=device), use_cache=True, **last_only)
+            else:
+                first = model(input_ids=torch.tensor([context[len(prefix):]], device=device), use_cache=True,
+                              **{keyword: copy.deepcopy(shared)}, **last_only)
             cache = getattr(first, keyword)
             cache.batch_repeat_interleave(len(conts))
             rest = model(input_ids=ids, use_cache=False, **{keyword: cache}).logits
@@ -185,6 +241,30 @@ def load_model(path, device: str | None = None, base=None):
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     model.to(device or "cpu").eval()
     return model, tokenizer
+
+
+def load_into(model, tensors: dict) -> bool:
+    """Copy merged tensors (name -> tensor, as load_merged takes them) into a model load_merged made from the same
+    folder, in place: each cast to its parameter's dtype exactly as loading casts it, so the model computes what a
+    fresh load_merged would. False (and the model untouched) unless the names and shapes are exactly the model's
+    own, every other entry of its state being tied to one of them (a tied output embedding): then the caller
+    loads anew, through transformers' renames and checks."""
+    import torch
+
+    state = model.state_dict(keep_vars=True)
+    if not set(tensors) <= set(state):
+        return False
+    if any(tuple(state[n].shape) != tuple(t.shape) for n, t in tensors.items()):
+        return False
+    given = {state[n].data_ptr() for n in tensors}
+    if len(given) < len(tensors):  # two given tensors for one tied parameter: loading decides which wins
+        return False
+    if any(v.data_ptr() not in given for n, v in state.items() if n not in tensors):
+        return False
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            state[name].copy_(tensor)
+    return True
 
 
 def load_merged(folder, tensors: dict, device: str | None = None, base=None):

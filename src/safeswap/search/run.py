@@ -41,7 +41,8 @@ from safeswap.search.final import run_final
 from safeswap.search.judged import JudgeSettings, PromptChoice, check_judge_settings
 from safeswap.search.objectives import Scores, feasible, pareto_front, recommend, with_gain
 from safeswap.search.outputs import write_candidates_csv, write_pareto_figure, write_summary
-from safeswap.search.runner import SearchContext, hash_inputs, measure_statistics, plan_of, reference_models
+from safeswap.search.runner import (SearchContext, hash_inputs, measure_statistics, plan_of, reference_models,
+                                    release_held_model)
 from safeswap.search.screening import run_generation_stage
 from safeswap.search.space import SearchSpace
 from safeswap.search.splits import load_benign_asset, pick, split_record
@@ -175,12 +176,14 @@ def search(base: str, safety: str, language: str, space: SearchSpace, out: str |
             study = open_study(out, space, storage)
             evaluated = run_trials(study, space, context, executor, models, trials or space.trials, on_batch)
             executor.close()
+            release_held_model()  # the probe's model: the generation stage loads its own
             clock.lap("probe stage")
             summary = summarise(context, space, models, refs, ref_records, trial_records(study), evaluated,
                                 checked.sets, judge, progress, notify, clock)
             atomic_write(out / "timings.json", json.dumps(clock.seconds, indent=1))
     finally:
         executor.close()
+        release_held_model()
     return summary
 
 

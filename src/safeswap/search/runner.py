@@ -29,7 +29,7 @@ from safeswap.read.inputs import open_inputs
 from safeswap.read.sources import resolve_model
 from safeswap.search.candidates import Candidate
 from safeswap.search.objectives import Scores
-from safeswap.search.probe import load_merged, load_model, perplexity, refusal_scores
+from safeswap.search.probe import load_into, load_merged, load_model, perplexity, refusal_scores
 from safeswap.write.hasher import hash_folders
 
 # A merged model is probed from memory when twice its float32 size is at most this share of the
@@ -124,14 +124,30 @@ def score_model(context: SearchContext, path: str | Path) -> Scores:
     return _probe(context, *load_model(path, context.device, context.base))
 
 
+# The float32 model of the last candidate probed from memory in this process, with its tokenizer, keyed by
+# (language expert, device): the next candidate's tensors are copied into it in place (load_into) instead
+# of building a model again (transformers' loading took a second a candidate on the 135M demo model).
+_held: dict = {}
+
+
 def score_tensors(context: SearchContext, tensors: dict) -> Scores:
     """Probe a merged model held in memory (name -> tensor, emptied once loaded), as score_model probes
     its written folder: the language expert's config and tokenizer, which a search's merges keep."""
+    key = (context.language, context.device)
     try:
-        model, tokenizer = load_merged(context.language, tensors, context.device, context.base)
+        held = _held.get(key)
+        if held is None or not load_into(held[0], tensors):
+            _held.clear()  # one model at a time
+            held = load_merged(context.language, tensors, context.device, context.base)
+            _held[key] = held
     finally:
         tensors.clear()  # the float32 model holds its own copy
-    return _probe(context, model, tokenizer)
+    return _probe(context, *held)
+
+
+def release_held_model() -> None:
+    """Let go of the model score_tensors keeps for the next candidate (the probe stage is over)."""
+    _held.clear()
 
 
 def _probe(context: SearchContext, model, tokenizer) -> Scores:

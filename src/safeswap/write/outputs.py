@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-from safeswap.decide.plan_figures import unit_figures
 from safeswap.decide.plan_file import MergePlan
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.read.inputs import Inputs
@@ -61,7 +60,10 @@ def copy_tokenizer_files(inputs: Inputs, plan: MergePlan, folder: Path) -> None:
 
 def write_figures(plan: MergePlan, folder: Path) -> None:
     """For unit-based plans: specialization.png (units carrying d), direction.png (units carrying cos:
-    direction plans) and decisions.png."""
+    direction plans) and decisions.png. matplotlib is imported here, on the merge's side thread, not before
+    the analysis can start."""
+    from safeswap.decide.plan_figures import unit_figures
+
     unit_figures(plan.units, plan.num_layers, folder, plan.parameters)
 
 

@@ -212,12 +212,17 @@ class ShardedWriter:
             self.sha256[self.filenames[self._shard]] = self._hasher.submit(digest.hexdigest)
             self._file = None
 
-    def _emit(self, data, source: tuple[int, int] | None = None) -> Future:
-        if source is None:
-            self._file.write(data)
-        else:
-            self._file.flush()  # the buffered header and small tensors go first
-            append_range(source[0], source[1], self._file.fileno(), data)
+    def _emit(self, data) -> Future:
+        self._file.write(data)
+        return self._hash_next(data)
+
+    def _copy(self, data, source: tuple[int, int]) -> Future:
+        """Append the bytes an input file stores at source (fd, offset), which `data` holds too (for the hash)."""
+        self._file.flush()  # the buffered header and small tensors go first
+        append_range(source[0], source[1], self._file.fileno(), data)
+        return self._hash_next(data)
+
+    def _hash_next(self, data) -> Future:
         self._last_hash = self._hasher.submit(self._hash.update, data)
         return self._last_hash
 
@@ -241,7 +246,7 @@ class ShardedWriter:
         self._written += len(data)
         if self._written > self.order[self._position][1].nbytes:
             raise RuntimeError(f"too many bytes for tensor {name}")
-        return self._emit(data, source)
+        return self._emit(data) if source is None else self._copy(data, source)
 
     def _finish_tensor(self) -> None:
         check_tensor_written(self.order[self._position][1] if self._position >= 0 else None, self._written)
