@@ -179,7 +179,7 @@ def test_an_adapter_search_refuses_inexact_methods_and_mixed_experts(lora, tmp_p
 
     base, (safety, safety_full), (language, _) = lora
     space = parse_space({**SPACE, "methods": {"ties": {"density": {"low": 0.2, "high": 0.8}}}})
-    with pytest.raises(SafeswapError, match="ties is not low-rank"):
+    with pytest.raises(SafeswapError, match="ties is not: TIES trims"):
         search(str(base), str(safety), str(language), space, tmp_path / "a")
     with pytest.raises(SafeswapError, match="the language expert is a LoRA adapter and the other a full checkpoint"):
         search(str(base), str(safety_full), str(language), parse_space(SPACE), tmp_path / "b")

@@ -19,11 +19,10 @@ from safeswap.errors import SafeswapError
 from safeswap.files import atomic_write
 from safeswap.read.adapter import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_folder
 from safeswap.read.inputs import Inputs, open_inputs
-from safeswap.write.adapter_factors import Factors, compose, delta_coefficients
+from safeswap.decide.methods import get_method
+from safeswap.write.adapter_factors import Factors
+from safeswap.write.adapter_output import AdapterResult, adapter_config, merge_factors, stored_tensors
 
-# Methods whose every operation is a take or an affine blend, so a candidate is exactly an adapter.
-# TIES's trim, DARE's drop and SLERP's arc are not low-rank: they need full weights.
-EXACT_METHODS = ("adaptive", "layer-swap", "linear", "task-arithmetic")
 EXPERT_ROLES = ("safety", "language")
 
 
@@ -40,12 +39,12 @@ def adapter_experts(safety: str, language: str) -> bool:
 
 
 def check_exact_methods(methods: list[str]) -> None:
-    """Refuse, before any work, a method whose candidates are not adapters."""
-    inexact = [m for m in methods if m not in EXACT_METHODS]
-    if inexact:
-        raise SafeswapError(f"a search over LoRA experts takes only methods whose merge is again an adapter "
-                            f"({', '.join(EXACT_METHODS)}); {', '.join(inexact)} is not low-rank (give full "
-                            "checkpoints to search it)")
+    """Refuse, before any work, a method whose candidates are not adapters (the method's own not_low_rank fact)."""
+    for method in methods:
+        reason = get_method(method).not_low_rank
+        if reason:
+            raise SafeswapError(f"a search over LoRA experts takes only methods whose merge is again an adapter; "
+                                f"{method} is not: {reason} (give full checkpoints to search it)")
 
 
 @lru_cache(maxsize=2)
@@ -61,23 +60,11 @@ def adapted_tensors(inputs: Inputs) -> list[str]:
 
 
 def plan_factors(plan, inputs: Inputs) -> dict[str, Factors]:
-    """The plan's merge as factors {tensor: (A, B)} (scale folded into B), exactly; a tensor left at the base has none.
-
-    Only adapted tensors can differ from the base: elsewhere both experts are the base, and any
-    combination of them is too."""
-    ops = operations(plan, inputs)
-    factors = {}
-    for name in adapted_tensors(inputs):
-        coefficients = delta_coefficients(ops[name])
-        if coefficients is None:
-            raise SafeswapError(f"{plan.method}: the operation on {name} ({ops[name].describe()}) is not a blend of "
-                                "the experts, so the merge is no adapter")
-        experts = {role: inputs.models[role].adapter.factors[name] for role in EXPERT_ROLES
-                   if name in inputs.models[role].adapter.factors}
-        composed = compose(coefficients, experts)
-        if composed is not None:
-            factors[name] = composed
-    return factors
+    """The plan's merge as factors {tensor: (A, B)} (scale folded into B), exactly: the same factors a
+    `merge --output adapter` of the plan writes (write/adapter_output.merge_factors); a tensor left at the
+    base has none."""
+    result = merge_factors(inputs, operations(plan, inputs), "F32")
+    return {f"{module}.weight": ab for module, ab in result.factors.items()}
 
 
 def role_factors(inputs: Inputs, role: str) -> dict[str, Factors]:
@@ -88,34 +75,13 @@ def role_factors(inputs: Inputs, role: str) -> dict[str, Factors]:
 
 
 def write_candidate_adapter(folder: Path, factors: dict[str, Factors], base: str) -> Path:
-    """A PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) holding the factors on `base`.
-
-    Each module keeps its own rank, with lora_alpha equal to it (its scale is already in B), through
-    rank_pattern and alpha_pattern where it differs from the most common rank; vLLM and SGLang read one
-    lora_alpha / r, which is 1 for every module. Same factors, same bytes."""
-    import torch
+    """A PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) holding the factors on `base`, in the
+    format `merge --output adapter` writes (lora_alpha == r for every module), float32. Same factors, same bytes."""
     from safetensors.torch import save
 
-    if not factors:
-        raise SafeswapError("the candidate changes no adapted module of the base; there is no adapter to write")
-    modules = {name.removesuffix(".weight"): ab for name, ab in factors.items()}
-    ranks = {module: int(a.shape[0]) for module, (a, _) in modules.items()}
-    counts: dict[int, int] = {}
-    for r in ranks.values():
-        counts[r] = counts.get(r, 0) + 1
-    rank = max(counts, key=lambda r: (counts[r], r))
-    pattern = {module: r for module, r in sorted(ranks.items()) if r != rank}
-    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base),
-              "r": rank, "lora_alpha": rank, "rank_pattern": pattern, "alpha_pattern": dict(pattern),
-              "target_modules": sorted(modules), "lora_dropout": 0.0, "bias": "none", "use_rslora": False,
-              "fan_in_fan_out": False, "inference_mode": True}
-    tensors = {}
-    for module in sorted(modules):
-        a, b = modules[module]
-        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(torch.float32).contiguous()
-        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(torch.float32).contiguous()
+    result = AdapterResult({name.removesuffix(".weight"): ab for name, ab in factors.items()}, "F32")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / ADAPTER_WEIGHTS, save(tensors, metadata={"format": "pt"}))
-    atomic_write(folder / ADAPTER_CONFIG, json.dumps(config, indent=1, sort_keys=True))
+    atomic_write(folder / ADAPTER_WEIGHTS, save(stored_tensors(result), metadata={"format": "pt"}))
+    atomic_write(folder / ADAPTER_CONFIG, json.dumps(adapter_config(result, str(base)), indent=1, sort_keys=True))
     return folder

@@ -27,7 +27,7 @@ import torch
 from safeswap.decide.methods import get_method
 from safeswap.decide.plan_file import MergePlan
 from safeswap.errors import SafeswapError
-from safeswap.files import atomic_write, sha256_file
+from safeswap.files import sha256_file
 from safeswap.merged_folder import PLAN_FILENAME
 from safeswap.read.adapter import AdapterCheckpoint
 from safeswap.read.adapter_config import ADAPTER_CONFIG, ADAPTER_WEIGHTS
@@ -119,9 +119,14 @@ def merge_factors(view: Inputs, ops: dict, dtype: str, allow_nonfinite: bool = F
                 raise SafeswapError(f"--output adapter: the factors of {name[: -len('.weight')]} hold NaN or Inf as "
                                     f"{CONFIG_DTYPES[dtype]} (use --allow-nonfinite to write them anyway)")
             factors[name[: -len(".weight")]] = composed
-    if not factors:
-        raise SafeswapError("--output adapter: the merge leaves every module at the base's weights; there is no adapter to write")
     return AdapterResult(factors, dtype)
+
+
+def require_update(result: AdapterResult) -> AdapterResult:
+    """A merge written as an adapter must change some module (PEFT cannot load an adapter of no module)."""
+    if not result.factors:
+        raise SafeswapError("--output adapter: the merge leaves every module at the base's weights; there is no adapter to write")
+    return result
 
 
 def adapter_config(result: AdapterResult, base_ref: str) -> dict:

@@ -154,10 +154,9 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
                  else _decide(inputs, views, keys, recipe, settings, hasher is None))
         ops = {code: operations(plans[code], views[code]) for code in keys}
         if as_adapter:
-            factors = {code: adapter_output.merge_factors(views[code], ops[code],
-                                                          adapter_output.factor_dtype(views[code], settings.dtype),
-                                                          settings.allow_nonfinite)
-                       for code in keys}
+            factors = {code: adapter_output.require_update(adapter_output.merge_factors(
+                           views[code], ops[code], adapter_output.factor_dtype(views[code], settings.dtype),
+                           settings.allow_nonfinite)) for code in keys}
         mark("decide")
         if dry_run:
             return plans
