@@ -1,7 +1,9 @@
 """Test helpers: the CLI run in-process, a refusal checked (one line, exit 2, nothing left), model folders copied or laid out as a hub cache."""
 
+import hashlib
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,24 @@ def fake_hub_snapshot(model, hub):
         shutil.copy(f, repo / "blobs" / f"blob-{f.name}")
         (snapshot / f.name).symlink_to(f"../../blobs/blob-{f.name}")
     return snapshot
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (links not followed): an input before and after a refused command."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def refused(monkeypatch, capsys, args, expected, watched, out=None):
+    """Run the CLI; assert a one-line refusal (exit 2, no traceback) naming each expected part, nothing under
+    `watched` changed and, with `out`, nothing left at the output path (nor a temporary folder beside it)."""
+    before = [tree_hashes(w) for w in watched]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for part in [expected] if isinstance(expected, str) else expected:
+        assert part in err, err
+    assert [tree_hashes(w) for w in watched] == before
+    if out is not None:
+        assert not out.exists() and not [p for p in out.parent.iterdir() if ".safeswap-tmp-" in p.name]
+    return err

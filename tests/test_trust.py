@@ -4,7 +4,6 @@ Every case: exit 2, one line, no traceback, every input byte unchanged, nothing
 left at the output path (or an existing output folder left as it was).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 import tiny
-from cli_helpers import assert_refused, copy_model, fake_hub_snapshot, merge_args, run_cli
+from cli_helpers import assert_refused, copy_model, fake_hub_snapshot, merge_args, refused, run_cli
 from safeswap.read.shards import TOKENIZER_FILES
 
 
@@ -25,25 +24,6 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("D")
     tiny.make_triple(root, "llama", layers=2)
     return root
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def refused_cleanly(monkeypatch, capsys, args, expected, watched: list[Path]):
-    """Run the CLI; assert a one-line refusal and that nothing under `watched` changed."""
-    before = [tree_hashes(w) for w in watched]
-    code, err = run_cli(monkeypatch, capsys, *args)
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    assert expected in err, err
-    assert [tree_hashes(w) for w in watched] == before
-    return err
 
 
 def triple_of(root: Path):
@@ -64,7 +44,7 @@ def test_output_touching_an_input_is_refused(monkeypatch, capsys, models, where,
     out = where(models)
     existed = out.exists()
     args = [*merge_args(*triple_of(models)), "--out", out] + (["--force"] if force else [])
-    err = refused_cleanly(monkeypatch, capsys, args, f" {relation} the ", [models])
+    err = refused(monkeypatch, capsys, args, f" {relation} the ", [models])
     assert "model's folder" in err and "never touch an input" in err
     assert out.exists() == existed
 
@@ -72,20 +52,20 @@ def test_output_touching_an_input_is_refused(monkeypatch, capsys, models, where,
 def test_dot_as_output_inside_the_models_folder(monkeypatch, capsys, models):
     monkeypatch.chdir(models)
     args = ["merge", "--base", "base", "--safety", "safety", "--language", "language", "--out", ".", "--force"]
-    refused_cleanly(monkeypatch, capsys, args, "contains the base model's folder", [models])
+    refused(monkeypatch, capsys, args, "contains the base model's folder", [models])
 
 
 def test_tilde_output_is_expanded_and_checked(monkeypatch, capsys, models):
     monkeypatch.setenv("HOME", str(models.parent))
     args = [*merge_args(*triple_of(models)), "--out", "~", "--force"]
-    refused_cleanly(monkeypatch, capsys, args, "contains the base model's folder", [models])
+    refused(monkeypatch, capsys, args, "contains the base model's folder", [models])
 
 
 def test_symlinked_output_pointing_at_an_input_is_refused(monkeypatch, capsys, models, tmp_path):
     link = tmp_path / "sibling"
     link.symlink_to(models / "language", target_is_directory=True)
     args = [*merge_args(*triple_of(models)), "--out", link, "--force"]
-    refused_cleanly(monkeypatch, capsys, args, "is the language model's folder", [models])
+    refused(monkeypatch, capsys, args, "is the language model's folder", [models])
     assert link.is_symlink()
 
 
@@ -94,7 +74,7 @@ def test_symlinked_input_is_compared_after_resolving(monkeypatch, capsys, models
     link.symlink_to(models / "language", target_is_directory=True)
     base, safety, _ = triple_of(models)
     args = [*merge_args(base, safety, link), "--out", models / "language" / "out"]
-    refused_cleanly(monkeypatch, capsys, args, "lies inside the language model's folder", [models])
+    refused(monkeypatch, capsys, args, "lies inside the language model's folder", [models])
 
 
 @pytest.mark.parametrize("where", [
@@ -107,7 +87,7 @@ def test_output_touching_a_hub_cache_input_is_refused(monkeypatch, capsys, model
     snapshot = fake_hub_snapshot(models / "language", hub)
     base, safety, _ = triple_of(models)
     args = [*merge_args(base, safety, snapshot), "--out", where(hub), "--force"]
-    refused_cleanly(monkeypatch, capsys, args, "the language model's folder", [models, hub])
+    refused(monkeypatch, capsys, args, "the language model's folder", [models, hub])
 
 
 def test_merge_from_a_hub_cache_snapshot_works(monkeypatch, capsys, models, tmp_path):
@@ -142,7 +122,7 @@ def test_force_replaces_only_what_safeswap_wrote(monkeypatch, capsys, models, me
     shutil.copytree(merged, out)
     spoil(out)
     args = [*merge_args(*triple_of(models)), "--out", out, "--force"]
-    err = refused_cleanly(monkeypatch, capsys, args, reason, [models, out])
+    err = refused(monkeypatch, capsys, args, reason, [models, out])
     assert "--force replaces only an empty folder or one safeswap wrote" in err
 
 
@@ -166,7 +146,7 @@ def test_force_replaces_a_previous_multi_language_output(monkeypatch, capsys, mo
     assert run_cli(monkeypatch, capsys, *args)[0] == 0
     assert run_cli(monkeypatch, capsys, *args, "--force")[0] == 0
     (tmp_path / "multi" / "notes.txt").write_text("mine")
-    refused_cleanly(monkeypatch, capsys, [*args, "--force"], "--force replaces only", [tmp_path / "multi"])
+    refused(monkeypatch, capsys, [*args, "--force"], "--force replaces only", [tmp_path / "multi"])
 
 
 # ---- 3. every file read from an input stays inside it -----------------------------------------------------
@@ -191,7 +171,7 @@ def test_symlink_out_of_a_model_folder_is_never_read(monkeypatch, capsys, models
     out = tmp_path / "o"
     args = [*merge_args(folders["base"], folders["safety"], folders["language"]), "--out", out,
             "--tokenizer-from", role]
-    refused_cleanly(monkeypatch, capsys, args, f"{name}: symlink leads outside the model folder", [models, private.parent])
+    refused(monkeypatch, capsys, args, f"{name}: symlink leads outside the model folder", [models, private.parent])
     assert not out.exists()
 
 
@@ -200,7 +180,7 @@ def test_broken_symlink_out_of_the_folder_is_refused(monkeypatch, capsys, models
     (lang / "tokenizer.json").unlink()
     (lang / "tokenizer.json").symlink_to(tmp_path / "nowhere.json")
     base, safety, _ = triple_of(models)
-    refused_cleanly(monkeypatch, capsys, [*merge_args(base, safety, lang), "--out", tmp_path / "o"],
+    refused(monkeypatch, capsys, [*merge_args(base, safety, lang), "--out", tmp_path / "o"],
                     "symlink leads outside the model folder", [models])
 
 
@@ -286,7 +266,7 @@ def test_header_that_breaks_the_format_is_refused(monkeypatch, capsys, models, t
             with safe_open(safety / "model.safetensors", "pt") as f:
                 [f.get_tensor(k) for k in f.keys()]
     base, _, language = triple_of(models)
-    refused_cleanly(monkeypatch, capsys, [*merge_args(base, safety, language), "--out", tmp_path / "o"],
+    refused(monkeypatch, capsys, [*merge_args(base, safety, language), "--out", tmp_path / "o"],
                     expected, [models])
     assert not (tmp_path / "o").exists()
 
@@ -361,7 +341,7 @@ def test_every_plan_field_edited_wrong_is_refused(monkeypatch, capsys, models, p
     plan = tmp_path / "plan.yaml"
     plan.write_text(edit_plan(plan_text, fn))
     out = tmp_path / "o"
-    refused_cleanly(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out],
+    refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", out],
                     expected or "no entry for unit layer.0.attention", [models])
     assert not out.exists()
 
@@ -369,7 +349,7 @@ def test_every_plan_field_edited_wrong_is_refused(monkeypatch, capsys, models, p
 def test_plan_with_a_python_tag_names_the_tag(monkeypatch, capsys, plan_text, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(plan_text.replace("method: adaptive", "method: !!python/object/apply:os.system ['true']"))
-    err = refused_cleanly(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
+    err = refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
                           "python/object/apply:os.system", [tmp_path])
     assert "ConstructorError" in err and "line " in err
 
@@ -380,7 +360,7 @@ def test_layer_swap_plan_with_a_missing_layer_is_refused(monkeypatch, capsys, mo
     plan = tmp_path / "plan.yaml"
     safeswap.plan(*triple_of(models), method="layer-swap", parameters={"bottom": 1, "top": 0}, out=plan)
     plan.write_text(edit_plan(plan.read_text(), lambda d: d["units"].pop()))
-    refused_cleanly(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
+    refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
                     "no entry for unit layer.1", [models])
 
 
@@ -390,7 +370,7 @@ def test_linear_plan_with_units_is_refused(monkeypatch, capsys, models, tmp_path
     plan = tmp_path / "plan.yaml"
     safeswap.plan(*triple_of(models), method="linear", out=plan)
     plan.write_text(edit_plan(plan.read_text(), lambda d: d.__setitem__("units", [{"unit": "layer.0", "decision": "safety"}])))
-    refused_cleanly(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
+    refused(monkeypatch, capsys, ["merge", "--plan", plan, "--out", tmp_path / "o"],
                     "method linear takes no units, but the plan lists 1", [models])
 
 
@@ -442,5 +422,5 @@ def test_every_output_file_has_the_same_mode(merged):
 def test_analysis_and_plan_outputs_never_touch_an_input(monkeypatch, capsys, models, command, where, expected):
     base, safety, language = triple_of(models)
     args = [command, "--base", base, "--safety", safety, "--language", language, "--out", where(models)]
-    err = refused_cleanly(monkeypatch, capsys, args, expected, [models])
+    err = refused(monkeypatch, capsys, args, expected, [models])
     assert "never touch an input" in err

@@ -14,16 +14,18 @@ import pytest
 import yaml
 
 import tiny
-from cli_helpers import copy_model, merge_args, run_cli
+from cli_helpers import copy_model, merge_args, refused, run_cli
 from safeswap.read import content_id
 from safeswap.read.fingerprint import fingerprint_model
 
 
 @pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """Each test its own sha256 cache (the hasher child inherits the variable)."""
-    monkeypatch.setenv("SAFESWAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / content_id.CACHE_SUBFOLDER
+def private_cache(monkeypatch, tmp_path_factory):
+    """Each test its own sha256 cache (the hasher child inherits the variable), outside tmp_path: the tests
+    watch tmp_path's inputs for changes, and the cache may take an entry whenever a file is over 2 s old."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("SAFESWAP_CACHE", str(cache))
+    return cache / content_id.CACHE_SUBFOLDER
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +33,6 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("D")
     tiny.make_triple(root, "llama", layers=2)
     return root
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def refused(monkeypatch, capsys, args, expected, watched, out=None):
-    before = [tree_hashes(w) for w in watched]
-    code, err = run_cli(monkeypatch, capsys, *args)
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for part in [expected] if isinstance(expected, str) else expected:
-        assert part in err, err
-    assert [tree_hashes(w) for w in watched] == before
-    if out is not None:
-        assert not out.exists() and not [p for p in out.parent.iterdir() if ".safeswap-tmp-" in p.name]
-    return err
 
 
 def copies(models, tmp_path):
