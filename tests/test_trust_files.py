@@ -143,14 +143,19 @@ def test_json_side_file_that_lies(monkeypatch, capsys, models, tmp_path, name, l
 
 # ---- plans ----------------------------------------------------------------------------------------------
 
+def stage_on_copies(monkeypatch, capsys, models, tmp_path, command: str, name: str):
+    """A private triple and what `safeswap COMMAND` (plan or analyze) wrote from it to tmp_path/name."""
+    folders = copies(models, tmp_path)
+    out = tmp_path / name
+    code, err = run_cli(monkeypatch, capsys, command, *merge_args(*folders)[1:], "--out", out)
+    assert code == 0, err
+    return folders, out
+
+
 @pytest.fixture
 def planned(monkeypatch, capsys, models, tmp_path):
     """A private triple and a plan made from it by `safeswap plan`."""
-    folders = copies(models, tmp_path)
-    plan = tmp_path / "plan.yaml"
-    code, err = run_cli(monkeypatch, capsys, "plan", *merge_args(*folders)[1:], "--out", plan)
-    assert code == 0, err
-    return folders, plan
+    return stage_on_copies(monkeypatch, capsys, models, tmp_path, "plan", "plan.yaml")
 
 
 def test_plan_records_every_file_by_its_full_sha256(planned):
@@ -252,11 +257,8 @@ def test_plan_from_an_older_safeswap_names_why_it_cannot_be_checked(monkeypatch,
 
 @pytest.fixture
 def analysed(monkeypatch, capsys, models, tmp_path):
-    folders = copies(models, tmp_path)
-    stats = tmp_path / "stats"
-    code, err = run_cli(monkeypatch, capsys, "analyze", *merge_args(*folders)[1:], "--out", stats)
-    assert code == 0, err
-    return folders, stats
+    """A private triple and the statistics folder `safeswap analyze` made from it."""
+    return stage_on_copies(monkeypatch, capsys, models, tmp_path, "analyze", "stats")
 
 
 def _stat_edit(fn):
