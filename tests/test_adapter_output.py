@@ -342,3 +342,34 @@ def test_several_languages_give_one_adapter_each(experts, tmp_path):
     for code in ("ko", "sw"):
         assert (out / code / "adapter_model.safetensors").read_bytes() == (single / "adapter_model.safetensors").read_bytes()
         assert safeswap.verify(out / code, inputs=True)["modules"] > 0
+
+
+def test_an_adapter_output_records_its_inputs_and_a_replay_refuses_a_changed_one(monkeypatch, capsys, experts,
+                                                                                 tmp_path):
+    """The plan written beside an adapter names every input file by its sha256, as a checkpoint's plan does; a
+    replay over an input changed since then is refused before the output is committed."""
+    import yaml
+
+    import safeswap
+    from safeswap.read.content_id import identity_files
+
+    base, safety, language, _ = experts
+    first = safeswap.merge(base, safety, language, out=tmp_path / "a", method="adaptive",
+                           parameters={"granularity": "module"}, output="adapter")
+    models = yaml.safe_load((first / "safeswap-plan.yaml").read_text())["models"]
+    for role, folder in (("base", base), ("safety", safety), ("language", language)):
+        assert set(models[role]["files"]) == {p.name for p in identity_files(folder)}, role
+    changed = tmp_path / "language"
+    shutil.copytree(language, changed)
+    plan = yaml.safe_load((first / "safeswap-plan.yaml").read_text())
+    plan["models"]["language"]["path"] = str(changed)
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    tensors = load_file(changed / "adapter_model.safetensors")
+    key = sorted(k for k in tensors if "lora_B" in k)[0]
+    tensors[key] = tensors[key] * 1.5
+    save_file(tensors, changed / "adapter_model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "b"
+    code, err = run_cli(monkeypatch, capsys, "merge", "--plan", tmp_path / "plan.yaml", "--output", "adapter",
+                        "--out", out)
+    assert code == 2 and "adapter_model.safetensors" in err and "changed" in err, err
+    assert not out.exists()

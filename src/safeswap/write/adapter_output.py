@@ -21,6 +21,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -220,17 +221,21 @@ def adapter_bytes(inputs: Inputs) -> int:
                for a, b, _ in m.adapter.factors.values())
 
 
-def write_adapters(views: dict, keys: dict, plans: dict, results: dict, settings, needed: int, hasher) -> dict:
-    """One adapter folder per language (OUT, or OUT/<code>), atomically, as the shard writer does for checkpoints."""
+def write_adapters(views: dict, keys: dict, plans: dict, results: dict, settings, needed: int,
+                   settled_inputs: Callable[[], dict]) -> dict:
+    """One adapter folder per language (OUT, or OUT/<code>), atomically, as the shard writer does for checkpoints.
+
+    settled_inputs() gives each language's input hashes once the pipeline has checked them and recorded them
+    in the plans (inside the atomic output: a refusal there leaves nothing behind)."""
     from safeswap.write.writer import atomic_output
 
     summaries = {}
     with atomic_output(settings.out, settings.force, needed) as tmp:
-        all_inputs = hasher.result()
+        subsets = settled_inputs()
         for code, view in views.items():
             folder = tmp if code is None else tmp / code
             folder.mkdir(exist_ok=True)
-            subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
             final = (settings.out if code is None else settings.out / code).absolute()
-            summaries[code] = write_adapter(view, plans[code], results[code], folder, subset, settings.command, final)
+            summaries[code] = write_adapter(view, plans[code], results[code], folder, subsets[code], settings.command,
+                                            final)
     return summaries

@@ -161,7 +161,8 @@ def merge(base, safety, languages: dict[str | None, str], settings: WriteSetting
         if dry_run:
             return plans
         if as_adapter:
-            summaries = adapter_output.write_adapters(views, keys, plans, factors, settings, needed, hasher)
+            summaries = adapter_output.write_adapters(views, keys, plans, factors, settings, needed,
+                                                      lambda: _settle_inputs(views, keys, plans, hasher, plan is not None))
             _report_adapters(settings, summaries)
             return plans
         # The analysis already checked every input tensor for NaN/Inf; a replay did not.
@@ -197,6 +198,21 @@ def _stream_into(inputs, ops, settings: WriteSettings, needed: int, analysed: bo
                 allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
 
 
+def _settle_inputs(views, keys, plans, hasher, replay: bool) -> dict:
+    """Each language's input hashes (base, safety, its expert) once the hasher is done, recorded in its plan; a
+    replay first refuses an input changed since the plan was made. Called before the output is committed, so a
+    changed input leaves nothing behind."""
+    all_inputs = hasher.result()
+    subsets = {}
+    for code, view in views.items():
+        subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
+        if replay:
+            check_replay_files(plans[code], view, subset)
+        record_inputs(plans[code], view, subset)
+        subsets[code] = subset
+    return subsets
+
+
 def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int, hasher, analysed: bool,
            replay: bool) -> None:
     with atomic_output(settings.out, settings.force, needed) as tmp, ThreadPoolExecutor(max_workers=1) as side:
@@ -212,12 +228,9 @@ def _write(inputs, views, keys, plans, ops, settings: WriteSettings, needed: int
                              allow_nonfinite=settings.allow_nonfinite, inputs_checked=analysed)
         figures.result()
         mark("figures (wait)")
-        all_inputs = hasher.result()
+        subsets = _settle_inputs(views, keys, plans, hasher, replay)
         mark("input hashes (wait)")
         for (code, view), shard_hashes in zip(views.items(), hashes):
-            subset = {"base": all_inputs["base"], "safety": all_inputs["safety"], "language": all_inputs[keys[code]]}
-            if replay:  # before the output is committed: a changed input leaves nothing behind
-                check_replay_files(plans[code], view, subset)
-            record_inputs(plans[code], view, subset)
-            finish_output(view, plans[code], folders[code], shard_hashes, subset, settings.dtype, settings.command)
+            finish_output(view, plans[code], folders[code], shard_hashes, subsets[code], settings.dtype,
+                          settings.command)
         mark("side files and manifest")
